@@ -1,0 +1,476 @@
+"""Hyperparameters: one frozen, typed config, parsed and validated in a single pass.
+
+SageMaker hands hyperparameters over as strings, but which strings depends on the client: the
+SDK's generic Estimator sends ``str(value)`` ("True", "[1, 2]"), framework estimators send
+``json.dumps(value)`` ("true", "\\"abc\\""), and sagemaker-training's Environment has already
+``json.loads``-ed whatever it could. Every parser below therefore accepts the Python value as well
+as each string spelling of it.
+
+Every problem found is collected and reported in one ClientError, so a user fixes them all in
+one run instead of one per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from object2vec.errors import ClientError
+
+logger = logging.getLogger(__name__)
+
+NETWORKS = ("hcnn", "bilstm", "pooled_embedding")
+ENC1_NETWORKS = ("enc0", *NETWORKS)
+OPTIMIZERS = ("adadelta", "adagrad", "adam", "sgd", "rmsprop")
+SPARSE_OPTIMIZERS = ("adam", "adagrad", "sgd")
+COMPARATORS = ("hadamard", "concat", "abs_diff")
+MLP_ACTIVATIONS = ("tanh", "relu", "linear")
+OUTPUT_LAYERS = ("softmax", "mean_squared_error")
+STORAGE_TYPES = ("dense", "row_sparse")
+# "auto" layers, as the documentation defines them: hcnn 4, bilstm 1 (pooled_embedding has none).
+AUTO_LAYERS = {"hcnn": 4, "bilstm": 1, "pooled_embedding": 1}
+# File names in the auxiliary channel: the documented character set, so no path can escape it.
+AUX_FILE_NAME = re.compile(r"[A-Za-z0-9._]*")
+OBJECTIVE_METRICS = {
+    "softmax": (
+        "validation:accuracy",
+        "validation:cross_entropy",
+        "test:accuracy",
+        "test:cross_entropy",
+    ),
+    "mean_squared_error": ("validation:mean_squared_error", "test:mean_squared_error"),
+}
+# Keys SageMaker or the SDK may add that mean nothing to this algorithm: accepted and ignored.
+IGNORED_KEYS = ("_log_level", "_enable_profiler", "feature_dim")
+
+ENCODER_FIELDS = (
+    "network",
+    "max_seq_len",
+    "vocab_size",
+    "token_embedding_dim",
+    "layers",
+    "cnn_filter_width",
+    "pretrained_embedding_file",
+    "vocab_file",
+    "freeze_pretrained_embedding",
+)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Settings of one encoder (enc0 or enc1), fully resolved."""
+
+    network: str  # "hcnn" | "bilstm" | "pooled_embedding"
+    max_seq_len: int  # longer sequences are truncated to their first max_seq_len tokens
+    vocab_size: int  # token ids must lie in [0, vocab_size)
+    token_embedding_dim: int = 300
+    layers: int = 4  # "auto" resolved: hcnn 4, bilstm 1, pooled_embedding 1 (unused)
+    cnn_filter_width: int = 3  # hcnn only
+    pretrained_embedding_file: str = ""  # file name in the auxiliary channel ("" = none)
+    vocab_file: str = ""  # token -> id JSON map in the auxiliary channel
+    freeze_pretrained_embedding: bool = True  # keep rows from the pretrained file fixed
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Every Object2Vec hyperparameter, typed, range-checked and resolved."""
+
+    enc0: EncoderConfig
+    enc1: EncoderConfig
+    enc1_network: str = "enc0"  # as given: "enc0" means enc1 copied enc0's settings
+    enc_dim: int = 4096  # output size of both encoders
+    mlp_dim: int = 512
+    mlp_layers: int = 2  # 0: the comparator output feeds the output layer directly
+    mlp_activation: str = "linear"
+    output_layer: str = "softmax"  # softmax: classification; mean_squared_error: regression
+    num_classes: int = 2  # softmax only
+    optimizer: str = "adam"
+    learning_rate: float = 0.0004
+    weight_decay: float = 0.0
+    mini_batch_size: int = 32
+    epochs: int = 30
+    early_stopping_patience: int = 3
+    early_stopping_tolerance: float = 0.01
+    dropout: float = 0.0
+    comparator_list: tuple[str, ...] = COMPARATORS  # order sets the sub-vector order
+    tied_token_embedding_weight: bool = False
+    bucket_width: int = 0  # 0: no bucketing
+    negative_sampling_rate: int = 0  # 0: off
+    token_embedding_storage_type: str = "dense"
+    kvstore: str = "device"  # _kvstore: accepted for compatibility (an MXNet knob)
+    num_gpus: int | None = None  # _num_gpus: None means "auto" (all visible GPUs)
+    num_kv_servers: int | None = None  # _num_kv_servers: accepted, unused
+    tuning_objective_metric: str = ""  # _tuning_objective_metric: set by tuning jobs
+    seed: int = 0  # _seed: makes a run reproducible
+
+    @property
+    def is_classification(self) -> bool:
+        return self.output_layer == "softmax"
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_classes if self.is_classification else 1
+
+    def encoder(self, index: int) -> EncoderConfig:
+        return self.enc0 if index == 0 else self.enc1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Resolved values under their public names; `from_dict` of it rebuilds an equal config.
+
+        enc1_network is written as the network enc1 really has, so reloading does not copy again.
+        """
+        out: dict[str, Any] = {}
+        for index, enc in ((0, self.enc0), (1, self.enc1)):
+            for name in ENCODER_FIELDS:
+                out[f"enc{index}_{name}"] = getattr(enc, name)
+        for field in dataclasses.fields(self):
+            if field.name in ("enc0", "enc1", "enc1_network"):
+                continue
+            value = getattr(self, field.name)
+            key = field.name if field.name in _PUBLIC_KEYS else f"_{field.name}"
+            if field.name == "comparator_list":
+                value = ",".join(value)
+            elif field.name in ("num_gpus", "num_kv_servers") and value is None:
+                value = "auto"
+            out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Hyperparameters:
+        """Parse hyperparameters as SageMaker delivers them; raise one ClientError listing all problems."""
+        return _Parser(raw).parse()
+
+
+# ---------------------------------------------------------------------------------------------
+# Value parsers. Each takes the raw value and returns the typed value or raises ValueError with
+# the text that follows "<name>=<value> " in the user's message.
+
+
+def _unquote(value: Any) -> Any:
+    """Undo one level of JSON encoding of a string ("\\"abc\\"" -> "abc", "5" stays "5")."""
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text
+        return text
+    return value
+
+
+def _as_int(value: Any) -> int:
+    value = _unquote(value)
+    if isinstance(value, bool):
+        raise ValueError("must be an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                number = float(value)
+            except ValueError:
+                number = math.nan
+            if number.is_integer():
+                return int(number)
+    raise ValueError("must be an integer")
+
+
+def _as_float(value: Any) -> float:
+    value = _unquote(value)
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("must be a number") from None
+    else:
+        raise ValueError("must be a number")
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return number
+
+
+def _as_bool(value: Any) -> bool:
+    value = _unquote(value)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ValueError("must be true or false")
+
+
+def _as_str(value: Any) -> str:
+    value = _unquote(value)
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _int_in(lo: int, hi: int | None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        number = _as_int(value)
+        if number < lo or (hi is not None and number > hi):
+            bound = f"{lo} <= x <= {hi}" if hi is not None else f"x >= {lo}"
+            raise ValueError(f"is out of range: must be an integer {bound}")
+        return number
+
+    return parse
+
+
+def _float_in(lo: float, hi: float) -> Callable[[Any], float]:
+    def parse(value: Any) -> float:
+        number = _as_float(value)
+        if not lo <= number <= hi:
+            raise ValueError(f"is out of range: must be a number {lo:g} <= x <= {hi:g}")
+        return number
+
+    return parse
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _unquote(value)
+        text = text.strip().lower() if isinstance(text, str) else text
+        if text not in choices:
+            raise ValueError(f"is not valid: allowed values are {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _auto_or_int(lo: int, hi: int | None) -> Callable[[Any], int | None]:
+    """None stands for "auto"."""
+    parse_int = _int_in(lo, hi)
+
+    def parse(value: Any) -> int | None:
+        text = _unquote(value)
+        if isinstance(text, str) and text.strip().lower() == "auto":
+            return None
+        try:
+            return parse_int(text)
+        except ValueError as err:
+            raise ValueError(f"{err} or auto") from None
+
+    return parse
+
+
+def _aux_file_name(value: Any) -> str:
+    name = _as_str(value)
+    if not AUX_FILE_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError(
+            "is not a plain file name: use only letters, digits, '.' and '_' "
+            "(the file must sit at the top of the auxiliary channel)"
+        )
+    return name
+
+
+def _comparators(value: Any) -> tuple[str, ...]:
+    value = _unquote(value)
+    if isinstance(value, str):
+        items = [item.strip().lower() for item in value.split(",")]
+    elif isinstance(value, list | tuple):
+        items = [str(item).strip().lower() for item in value]
+    else:
+        raise ValueError("must be a comma-separated list")
+    items = [item for item in items if item]
+    if not items:
+        raise ValueError(f"is empty: list one or more of {', '.join(COMPARATORS)}")
+    bad = [item for item in items if item not in COMPARATORS]
+    if bad:
+        raise ValueError(
+            f"has unknown comparator(s) {', '.join(bad)}: allowed values are {', '.join(COMPARATORS)}"
+        )
+    if len(set(items)) != len(items):
+        raise ValueError("lists a comparator twice")
+    return tuple(items)
+
+
+# name -> (parser, default). Encoder keys are listed once with the "encX_" prefix stripped.
+_ENCODER_SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "max_seq_len": (_int_in(1, 5000), None),
+    "vocab_size": (_int_in(2, 3_000_000), None),
+    "cnn_filter_width": (_int_in(1, 9), 3),
+    "layers": (_auto_or_int(1, 4), None),
+    "token_embedding_dim": (_int_in(2, 1000), 300),
+    "pretrained_embedding_file": (_aux_file_name, ""),
+    "vocab_file": (_aux_file_name, ""),
+    "freeze_pretrained_embedding": (_as_bool, True),
+}
+_SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "enc_dim": (_int_in(4, 10000), 4096),
+    "mlp_dim": (_int_in(2, 10000), 512),
+    "mlp_layers": (_int_in(0, 10), 2),
+    "mlp_activation": (_one_of(MLP_ACTIVATIONS), "linear"),
+    "output_layer": (_one_of(OUTPUT_LAYERS), "softmax"),
+    "num_classes": (_int_in(2, 30), 2),
+    "optimizer": (_one_of(OPTIMIZERS), "adam"),
+    "learning_rate": (_float_in(1e-6, 1.0), 0.0004),
+    "weight_decay": (_float_in(0.0, 10000.0), 0.0),
+    "mini_batch_size": (_int_in(1, 10000), 32),
+    "epochs": (_int_in(1, 100), 30),
+    "early_stopping_patience": (_int_in(1, 5), 3),
+    "early_stopping_tolerance": (_float_in(1e-6, 0.1), 0.01),
+    "dropout": (_float_in(0.0, 1.0), 0.0),
+    "comparator_list": (_comparators, COMPARATORS),
+    "tied_token_embedding_weight": (_as_bool, False),
+    "bucket_width": (_int_in(0, 100), 0),
+    "negative_sampling_rate": (_int_in(0, 100), 0),
+    "token_embedding_storage_type": (_one_of(STORAGE_TYPES), "dense"),
+    "_kvstore": (_as_str, "device"),
+    "_num_gpus": (_auto_or_int(0, 1024), None),
+    "_num_kv_servers": (_auto_or_int(0, 1024), None),
+    "_tuning_objective_metric": (_as_str, ""),
+    "_seed": (_int_in(0, 2**31 - 1), 0),
+}
+_PUBLIC_KEYS = {name for name in _SPECS if not name.startswith("_")}
+
+
+def valid_keys() -> list[str]:
+    """Every hyperparameter name this algorithm accepts."""
+    keys = [f"enc{i}_{name}" for i in (0, 1) for name in (*_ENCODER_SPECS, "network")]
+    return sorted([*keys, *_SPECS, *IGNORED_KEYS])
+
+
+class _Parser:
+    """Parses a raw mapping, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = dict(raw)
+        self.problems: list[str] = []
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def value(self, key: str, parser: Callable[[Any], Any], default: Any) -> Any:
+        if key not in self.raw:
+            return default
+        raw = self.raw[key]
+        try:
+            return parser(raw)
+        except ValueError as err:
+            self.problem(f"{key}={_show(raw)} {err}")
+            return default
+
+    def required(self, key: str, parser: Callable[[Any], Any], why: str) -> Any:
+        if key not in self.raw:
+            self.problem(f"{key} is required{why}")
+            return None
+        return self.value(key, parser, None)
+
+    def parse(self) -> Hyperparameters:
+        self.check_unknown_keys()
+        enc0_network = self.value("enc0_network", _one_of(NETWORKS), "hcnn")
+        enc1_network = self.value("enc1_network", _one_of(ENC1_NETWORKS), "enc0")
+        enc0 = self.encoder(0, enc0_network, "")
+        if enc1_network == "enc0":
+            enc1 = enc0
+            overridden = sorted(k for k in self.raw if k.startswith("enc1_") and k != "enc1_network")
+            if overridden:
+                logger.warning(
+                    "enc1_network=enc0 copies every enc0 setting, so %s %s ignored; set "
+                    "enc1_network to hcnn, bilstm or pooled_embedding to give enc1 its own settings",
+                    ", ".join(overridden),
+                    "is" if len(overridden) == 1 else "are",
+                )
+        else:
+            enc1 = self.encoder(1, enc1_network, f" because enc1_network={enc1_network}")
+        values = {key.lstrip("_"): self.value(key, *spec) for key, spec in _SPECS.items()}
+        for key in IGNORED_KEYS:
+            if key in self.raw:
+                logger.info("Ignoring hyperparameter %s (not used by Object2Vec)", key)
+        if enc0 is None or enc1 is None:
+            raise ClientError(self.message())
+        hp = Hyperparameters(enc0=enc0, enc1=enc1, enc1_network=enc1_network, **values)
+        hp = self.check_combinations(hp)
+        if self.problems:
+            raise ClientError(self.message())
+        return hp
+
+    def check_unknown_keys(self) -> None:
+        known = valid_keys()
+        for key in self.raw:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.problem(f"unknown hyperparameter {key}{hint}")
+
+    def encoder(self, index: int, network: str, why: str) -> EncoderConfig | None:
+        prefix = f"enc{index}_"
+        values: dict[str, Any] = {}
+        for name, (parser, default) in _ENCODER_SPECS.items():
+            key = prefix + name
+            if name in ("max_seq_len", "vocab_size"):
+                values[name] = self.required(key, parser, why)
+            else:
+                values[name] = self.value(key, parser, default)
+        if values["layers"] is None:
+            values["layers"] = AUTO_LAYERS[network]
+        if values["pretrained_embedding_file"] and not values["vocab_file"]:
+            self.problem(
+                f"{prefix}pretrained_embedding_file needs {prefix}vocab_file: the vocab file maps "
+                "the tokens of the embedding file to the ids used in the data"
+            )
+        if values["max_seq_len"] is None or values["vocab_size"] is None:
+            return None
+        return EncoderConfig(network=network, **values)
+
+    def check_combinations(self, hp: Hyperparameters) -> Hyperparameters:
+        if hp.tied_token_embedding_weight:
+            differ = [
+                f"{name} (enc0 {getattr(hp.enc0, name)}, enc1 {getattr(hp.enc1, name)})"
+                for name in ("vocab_size", "token_embedding_dim")
+                if getattr(hp.enc0, name) != getattr(hp.enc1, name)
+            ]
+            if differ:
+                self.problem(
+                    "tied_token_embedding_weight=true shares one token embedding between the "
+                    f"encoders, so they need equal settings, but these differ: {'; '.join(differ)}"
+                )
+        if hp.token_embedding_storage_type == "row_sparse":
+            if hp.optimizer not in SPARSE_OPTIMIZERS:
+                self.problem(
+                    f"token_embedding_storage_type=row_sparse needs an optimizer with sparse "
+                    f"gradients: use one of {', '.join(SPARSE_OPTIMIZERS)}, not {hp.optimizer}"
+                )
+            if hp.bucket_width:
+                logger.warning(
+                    "token_embedding_storage_type=row_sparse switches bucketing off "
+                    "(bucket_width=%d ignored), as the SageMaker algorithm does",
+                    hp.bucket_width,
+                )
+                hp = dataclasses.replace(hp, bucket_width=0)
+        metric = hp.tuning_objective_metric
+        if metric and metric not in OBJECTIVE_METRICS[hp.output_layer]:
+            self.problem(
+                f"_tuning_objective_metric={metric} is not emitted with output_layer="
+                f"{hp.output_layer}: use one of {', '.join(OBJECTIVE_METRICS[hp.output_layer])}"
+            )
+        return hp
+
+    def message(self) -> str:
+        count = len(self.problems)
+        head = "Invalid hyperparameter" if count == 1 else f"{count} invalid hyperparameters"
+        return f"{head}: " + "; ".join(self.problems)
+
+
+def _show(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."

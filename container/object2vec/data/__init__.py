@@ -1,0 +1,1 @@
+"""Reading training records and turning them into padded mini-batches."""

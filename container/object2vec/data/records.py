@@ -1,0 +1,296 @@
+"""Training records: JSON Lines {"in0": [ids], "in1": [ids], "label": L} -> tensors, parsed once.
+
+A channel may hold many files in nested folders, plain or gzip-compressed. Every record is checked
+(JSON, keys, integer ids inside the vocabulary, labels) and a bad one is a ClientError naming the
+channel, file and line. Sequences are stored flat (values + offsets + lengths) and truncated to
+max_seq_len, so memory follows the data, not the longest sequence.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+import torch
+
+from object2vec.config import Hyperparameters
+from object2vec.environment import Channel
+from object2vec.errors import ClientError
+
+logger = logging.getLogger(__name__)
+
+JSONLINES_TYPES = ("application/jsonlines", "application/jsonl", "application/x-jsonlines")
+MAX_LINE_BYTES = 1 << 20  # a record of two 5000-token sequences is far below 1 MiB
+GZIP_MAGIC = b"\x1f\x8b"
+INPUT_KEYS = ("in0", "in1")
+
+
+@dataclass(frozen=True)
+class TokenSequences:
+    """N variable-length id sequences: sequence i is values[offsets[i] : offsets[i] + lengths[i]]."""
+
+    values: torch.Tensor  # (total_tokens,) int64
+    offsets: torch.Tensor  # (N,) int64
+    lengths: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @classmethod
+    def from_lists(cls, sequences: list[list[int]]) -> TokenSequences:
+        lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+        flat = [token for sequence in sequences for token in sequence]
+        return cls.from_flat(np.asarray(flat, dtype=np.int64), lengths)
+
+    @classmethod
+    def from_flat(cls, values: np.ndarray, lengths: np.ndarray) -> TokenSequences:
+        offsets = np.zeros_like(lengths)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        return cls(torch.from_numpy(values), torch.from_numpy(offsets), torch.from_numpy(lengths))
+
+    def truncated(self, max_len: int) -> TokenSequences:
+        """Keep the first max_len tokens of every sequence."""
+        if len(self) == 0 or int(self.lengths.max()) <= max_len:
+            return self
+        lengths = self.lengths.numpy()
+        position = np.arange(self.values.shape[0]) - np.repeat(self.offsets.numpy(), lengths)
+        values = self.values.numpy()[position < max_len]
+        return TokenSequences.from_flat(values, np.minimum(lengths, max_len))
+
+    def select(self, index: torch.Tensor) -> TokenSequences:
+        """The sequences at `index`, compacted."""
+        lengths = self.lengths[index]
+        width = int(lengths.max()) if len(lengths) else 0
+        mask = torch.arange(width) < lengths[:, None]  # (n, width)
+        gather = (self.offsets[index][:, None] + torch.arange(width))[mask]
+        return TokenSequences.from_flat(self.values[gather].numpy(), lengths.numpy())
+
+
+@dataclass(frozen=True)
+class PairDataset:
+    """Labelled pairs ready for batching."""
+
+    in0: TokenSequences
+    in1: TokenSequences
+    labels: torch.Tensor  # (N,) int64 class ids for softmax, float32 values for regression
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def inputs(self, index: int) -> TokenSequences:
+        return self.in0 if index == 0 else self.in1
+
+
+def read_channel(channel: Channel, hp: Hyperparameters) -> PairDataset:
+    """Every record of a File-mode channel, validated against the hyperparameters."""
+    check_content_type(channel)
+    if channel.input_mode == "Pipe":
+        raise ClientError(
+            f"channel {channel.name} uses TrainingInputMode=Pipe, which this version does not "
+            "read: use File or FastFile"
+        )
+    files = list_data_files(channel.path)
+    if not files:
+        raise ClientError(
+            f"channel {channel.name} has no data files under {channel.path}: put one or more "
+            "JSON Lines files (plain or .gz) there"
+        )
+    reader = _RecordReader(channel.name, hp)
+    for path in files:
+        with open_data_file(path) as stream:
+            reader.read(path.relative_to(channel.path), stream)
+    dataset = reader.finish()
+    logger.info(
+        "Channel %s: %d records from %d file(s)%s",
+        channel.name,
+        len(dataset),
+        len(files),
+        f", {reader.blank_lines} blank line(s) skipped" if reader.blank_lines else "",
+    )
+    return dataset
+
+
+def check_content_type(channel: Channel) -> None:
+    if channel.content_type is None:
+        return  # no ContentType on the channel means JSON Lines (the SDK's RecordSet sends none)
+    media_type = channel.content_type.split(";")[0].strip().lower()
+    if media_type not in JSONLINES_TYPES:
+        raise ClientError(
+            f"channel {channel.name} has ContentType {channel.content_type!r}, but Object2Vec "
+            "reads JSON Lines: set it to application/jsonlines (or leave it unset)"
+        )
+
+
+def list_data_files(root: Path) -> list[Path]:
+    """Files under root, in nested folders too, in a stable order; hidden files are skipped."""
+    if not root.is_dir():
+        return []
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    )
+
+
+def open_data_file(path: Path) -> IO[bytes]:
+    """A binary stream of the file's lines, decompressed when it is gzip (by content, not name)."""
+    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    if raw.read(2) == GZIP_MAGIC:
+        raw.seek(0)
+        return gzip.open(raw, "rb")  # type: ignore[return-value]
+    raw.seek(0)
+    return io.BufferedReader(raw)  # type: ignore[arg-type]
+
+
+class _RecordReader:
+    """Accumulates records from files; converts and checks them in bulk at the end of each file."""
+
+    def __init__(self, channel: str, hp: Hyperparameters) -> None:
+        self.channel = channel
+        self.hp = hp
+        self.blank_lines = 0
+        self.parts: list[tuple[list[np.ndarray], list[np.ndarray], np.ndarray]] = []
+
+    def read(self, name: Path, stream: IO[bytes]) -> None:
+        flat: tuple[list[Any], list[Any]] = ([], [])
+        lengths: tuple[list[int], list[int]] = ([], [])
+        labels: list[Any] = []
+        line_numbers: list[int] = []
+        try:
+            for line_number, line in enumerate(stream, 1):
+                if len(line) > MAX_LINE_BYTES:
+                    self.fail(name, line_number, f"is longer than {MAX_LINE_BYTES} bytes")
+                if not line.strip():
+                    self.blank_lines += 1
+                    continue
+                record = self.parse(name, line_number, line)
+                for side in (0, 1):
+                    sequence = record[INPUT_KEYS[side]]
+                    flat[side].extend(sequence)
+                    lengths[side].append(len(sequence))
+                labels.append(record["label"])
+                line_numbers.append(line_number)
+        except (OSError, EOFError) as err:  # a corrupt gzip stream, for instance
+            raise ClientError(f"channel {self.channel}, file {name}: cannot be read: {err}") from err
+        if not labels:
+            return
+        lines = np.asarray(line_numbers)
+        sides = [self.check_ids(name, side, flat[side], lengths[side], lines) for side in (0, 1)]
+        self.parts.append(
+            (
+                [sides[0][0], sides[1][0]],
+                [sides[0][1], sides[1][1]],
+                self.check_labels(name, labels, lines),
+            )
+        )
+
+    def parse(self, name: Path, line_number: int, line: bytes) -> dict[str, Any]:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            self.fail(name, line_number, f"is not valid JSON ({err})")
+        if not isinstance(record, dict):
+            self.fail(name, line_number, 'must be a JSON object like {"in0": [1, 2], "in1": [3], "label": 0}')
+        for key in (*INPUT_KEYS, "label"):
+            if key not in record:
+                self.fail(name, line_number, f'has no "{key}"')
+        for key in INPUT_KEYS:
+            if not isinstance(record[key], list):
+                self.fail(name, line_number, f'"{key}" must be a list of token ids, like [4, 17]')
+        return record
+
+    def check_ids(
+        self, name: Path, side: int, flat: list[Any], lengths: list[int], lines: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Bulk type and range check of one input's ids; locate the first bad one by record."""
+        key = INPUT_KEYS[side]
+        lengths_array = np.asarray(lengths, dtype=np.int64)
+        try:
+            values = np.asarray(flat) if flat else np.zeros(0, dtype=np.int64)
+        except (ValueError, OverflowError):
+            values = np.asarray([0.5])  # forces the slow path below, which names the line
+        if values.dtype.kind not in "iu" or values.ndim != 1:
+            record = _first_record_with(flat, lengths_array, lambda v: type(v) is not int)
+            self.fail(name, int(lines[record]), f'"{key}" must hold integer token ids only')
+        values = values.astype(np.int64, copy=False)
+        vocab_size = self.hp.encoder(side).vocab_size
+        bad = np.flatnonzero((values < 0) | (values >= vocab_size))
+        if bad.size:
+            record = int(np.searchsorted(np.cumsum(lengths_array), bad[0], side="right"))
+            value = int(values[bad[0]])
+            problem = (
+                f'Vocab id "{value}" is negative'
+                if value < 0
+                else f'Vocab id "{value}" is not less than vocab_size={vocab_size}'
+            )
+            raise ClientError(
+                f"Inconsistent vocab for {key} found. {problem} (channel {self.channel}, file "
+                f"{name}, line {int(lines[record])}): ids must lie in [0, enc{side}_vocab_size)"
+            )
+        sequences = TokenSequences.from_flat(values, lengths_array)
+        sequences = sequences.truncated(self.hp.encoder(side).max_seq_len)
+        return sequences.values.numpy(), sequences.lengths.numpy()
+
+    def check_labels(self, name: Path, labels: list[Any], lines: np.ndarray) -> np.ndarray:
+        def is_number(value: Any) -> bool:
+            return type(value) in (int, float)
+
+        try:
+            array = np.asarray(labels, dtype=np.float64)
+        except (ValueError, TypeError):
+            array = np.full(len(labels), np.nan)
+        if self.hp.is_classification:
+            num_classes = self.hp.num_classes
+            ok = np.isfinite(array) & (array == np.round(array)) & (array >= 0) & (array < num_classes)
+            if not ok.all() or not all(map(is_number, labels)):
+                index = next(i for i, v in enumerate(labels) if not (is_number(v) and ok[i]))
+                self.fail(
+                    name,
+                    int(lines[index]),
+                    f'"label" is {_show(labels[index])}, but output_layer=softmax needs an integer '
+                    f"class 0..{num_classes - 1} (num_classes={num_classes})",
+                )
+            return array.astype(np.int64)
+        ok = np.isfinite(array)
+        if not ok.all() or not all(map(is_number, labels)):
+            index = next(i for i, v in enumerate(labels) if not (is_number(v) and ok[i]))
+            self.fail(
+                name,
+                int(lines[index]),
+                f'"label" is {_show(labels[index])}, but output_layer=mean_squared_error needs a number',
+            )
+        return array.astype(np.float32)
+
+    def fail(self, name: Path, line_number: int, problem: str) -> Any:
+        raise ClientError(f"channel {self.channel}, file {name}, line {line_number}: record {problem}")
+
+    def finish(self) -> PairDataset:
+        if not self.parts:
+            raise ClientError(
+                f"channel {self.channel} holds no records: each line must be a JSON object like "
+                '{"in0": [1, 2], "in1": [3], "label": 0}'
+            )
+        inputs = []
+        for side in (0, 1):
+            values = np.concatenate([part[0][side] for part in self.parts])
+            lengths = np.concatenate([part[1][side] for part in self.parts])
+            inputs.append(TokenSequences.from_flat(values, lengths))
+        labels = torch.from_numpy(np.concatenate([part[2] for part in self.parts]))
+        return PairDataset(in0=inputs[0], in1=inputs[1], labels=labels)
+
+
+def _first_record_with(flat: list[Any], lengths: np.ndarray, is_bad: Any) -> int:
+    position = next(i for i, value in enumerate(flat) if is_bad(value))
+    return int(np.searchsorted(np.cumsum(lengths), position, side="right"))
+
+
+def _show(value: Any) -> str:
+    text = orjson.dumps(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
+

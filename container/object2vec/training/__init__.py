@@ -1,0 +1,1 @@
+"""Training: the job, the epoch loop, metrics and signals."""
