@@ -90,6 +90,10 @@ class _atomic_path:
         fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", dir=self.target.parent)
         os.close(fd)
         self.tmp = Path(name)
+        # mkstemp makes the file private; a model must be readable by a non-root `serve`.
+        umask = os.umask(0)
+        os.umask(umask)
+        self.tmp.chmod(0o666 & ~umask)
         return self.tmp
 
     def __exit__(self, exc_type: object, *_: object) -> None:

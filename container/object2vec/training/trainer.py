@@ -1,0 +1,162 @@
+"""The epoch loop: mini-batches, the optimizer, per-epoch metrics, early stopping, best-epoch model.
+
+Early stopping follows the documentation: training stops once the monitored loss (validation when
+there is a validation channel, else train) has gone `early_stopping_patience` consecutive epochs
+without falling at least `early_stopping_tolerance` below the best loss so far. The model kept is
+the one of the epoch with the lowest monitored loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from object2vec.config import Hyperparameters
+from object2vec.data.batching import iterate_batches
+from object2vec.data.records import PairDataset
+from object2vec.errors import ClientError
+from object2vec.model.object2vec import Object2VecModel
+from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
+from object2vec.training.signals import StopSignal
+
+logger = logging.getLogger(__name__)
+
+EVAL_BATCH_SIZE = 4096  # evaluation has no gradients, so larger batches are cheap
+
+
+def make_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr, decay = hp.learning_rate, hp.weight_decay
+    if hp.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+    if hp.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=decay)
+    if hp.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=decay)
+    if hp.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=decay)
+    # AdaDelta adapts its own step size; like MXNet's AdaDelta (the original's engine) it takes
+    # no learning rate, so learning_rate is not applied (lr=1.0 is the unscaled update).
+    return torch.optim.Adadelta(params, lr=1.0, weight_decay=decay)
+
+
+def compute_loss(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -> torch.Tensor:
+    if classification:
+        return F.cross_entropy(outputs, labels)  # outputs: (B, C) logits
+    return F.mse_loss(outputs.squeeze(1), labels)  # outputs: (B, 1)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int | None = None  # 0-based, as in the metric lines
+    best_loss: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    epochs_completed: int = 0
+    stopped_by: str | None = None  # signal name when a stop was requested
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: Object2VecModel,
+        hp: Hyperparameters,
+        device: torch.device,
+        host: str,
+        stop: StopSignal,
+    ) -> None:
+        self.model = model
+        self.hp = hp
+        self.device = device
+        self.host = host
+        self.stop = stop
+        self.optimizer = make_optimizer(hp, model)
+        self.generator = torch.Generator().manual_seed(hp.seed)
+
+    def fit(self, train: PairDataset, validation: PairDataset | None) -> FitResult:
+        hp = self.hp
+        monitored = "validation" if validation is not None else "train"
+        loss_metric = loss_name(hp.is_classification)
+        result = FitResult()
+        reference: float | None = None  # best loss at the last significant improvement
+        epochs_without_improvement = 0
+        for epoch in range(hp.epochs):
+            train_metrics = self.train_epoch(train, epoch)
+            if train_metrics is None:  # stopped mid-epoch
+                result.stopped_by = self.stop.requested
+                break
+            metrics = {f"train:{k}": v for k, v in train_metrics.items()}
+            if validation is not None:
+                for name, value in self.evaluate(validation).items():
+                    log_quality(self.host, "validation", name, value, epoch)
+                    metrics[f"validation:{name}"] = value
+            result.history.append(metrics)
+            result.epochs_completed = epoch + 1
+            loss = metrics[f"{monitored}:{loss_metric}"]
+            if not math.isfinite(loss):
+                raise ClientError(
+                    f"training diverged: the {monitored} {loss_metric} is {loss} at epoch {epoch}; "
+                    f"lower learning_rate (now {hp.learning_rate:g}) or check the labels"
+                )
+            if result.best_loss is None or loss < result.best_loss:
+                result.best_loss, result.best_epoch = loss, epoch
+                result.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                logger.info("Epoch %d: %s %s improved to %.6g; keeping this model", epoch, monitored, loss_metric, loss)
+            if reference is None or loss < reference - hp.early_stopping_tolerance:
+                reference, epochs_without_improvement = loss, 0
+            else:
+                epochs_without_improvement += 1
+            log_progress(self.host, 100.0 * (epoch + 1) / hp.epochs)
+            if self.stop.requested:
+                result.stopped_by = self.stop.requested
+                break
+            if epochs_without_improvement >= hp.early_stopping_patience:
+                logger.info(
+                    "Early stopping at epoch %d: %s %s has not improved by %g for %d epochs; best epoch %d",
+                    epoch,
+                    monitored,
+                    loss_metric,
+                    hp.early_stopping_tolerance,
+                    epochs_without_improvement,
+                    result.best_epoch,
+                )
+                break
+        return result
+
+    def train_epoch(self, train: PairDataset, epoch: int) -> dict[str, float] | None:
+        """One pass over the shuffled training data; None when a stop was requested mid-way."""
+        model, hp = self.model, self.hp
+        model.train()
+        accumulator = MetricAccumulator(hp.is_classification)
+        start = time.perf_counter()
+        for batch in iterate_batches(train, hp.mini_batch_size, self.generator):
+            if self.stop.requested:
+                return None
+            batch = batch.to(self.device)
+            outputs = model(batch.in0, batch.len0, batch.in1, batch.len1)
+            loss = compute_loss(outputs, batch.labels, hp.is_classification)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            accumulator.add(outputs.detach(), batch.labels)
+        metrics = accumulator.result()  # forces the device sync before the clock stops
+        elapsed = time.perf_counter() - start
+        log_throughput(self.host, len(train) / max(elapsed, 1e-9))
+        for name, value in metrics.items():
+            log_quality(self.host, "train", name, value, epoch)
+        return metrics
+
+    @torch.inference_mode()
+    def evaluate(self, dataset: PairDataset) -> dict[str, float]:
+        self.model.eval()
+        accumulator = MetricAccumulator(self.hp.is_classification)
+        batch_size = max(self.hp.mini_batch_size, EVAL_BATCH_SIZE)
+        for batch in iterate_batches(dataset, batch_size):
+            batch = batch.to(self.device)
+            accumulator.add(self.model(batch.in0, batch.len0, batch.in1, batch.len1), batch.labels)
+        return accumulator.result()
