@@ -1,0 +1,95 @@
+"""The Flask app SageMaker talks to: GET /ping, POST /invocations, GET /execution-parameters.
+
+Every error answer is JSON ({"error": "..."}) with a 4xx status for bad requests; an unexpected
+fault is logged with its traceback and answered 500, and the worker goes on serving.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from object2vec.errors import RequestError
+from object2vec.serving.codec import (
+    JSON,
+    JSONLINES,
+    JSONLINES_ALIASES,
+    OutputFormat,
+    decode_request,
+    encode_response,
+    negotiate_accept,
+    parse_media_type,
+)
+from object2vec.serving.predictor import Predictor
+from object2vec.serving.settings import ServingConfig
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Flask:
+    """An app answering with `predictor`, which is already loaded and smoke-tested."""
+    config = config or ServingConfig.from_env()
+    app = Flask(__name__)
+    # Werkzeug answers 413 for a larger body, declared or streamed (chunked batch payloads).
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+
+    @app.get("/ping")
+    def ping() -> Response:
+        # The model was loaded and smoke-tested before this worker accepted connections.
+        return Response(b"", status=200)
+
+    @app.get("/execution-parameters")
+    def execution_parameters() -> Response:
+        return Response(orjson.dumps(config.execution_parameters()), status=200, mimetype=JSON)
+
+    @app.post("/invocations")
+    def invocations() -> Response:
+        content_type = request.headers.get("Content-Type")
+        output = _output_format(request.headers.get("Accept"), content_type, config)
+        decoded = decode_request(request.get_data(cache=False), content_type)
+        prediction = predictor.predict(
+            decoded.instances, decoded.max_seqlens, check_booleans=decoded.may_contain_booleans
+        )
+        return Response(encode_response(prediction, output), status=200, mimetype=output.media_type)
+
+    @app.errorhandler(RequestError)
+    def request_error(err: RequestError) -> Response:
+        logger.info("Answered %d: %s", err.status_code, err.message)
+        return _error(err.status_code, err.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> Response:
+        status = err.code or 500
+        if status == 413:
+            message = (
+                f"the body is larger than {config.max_body_bytes} bytes "
+                f"({'MaxPayloadInMB of this batch transform' if config.batch else 'the real-time limit'}): "
+                "send fewer instances per request"
+            )
+        else:
+            message = err.description or err.name
+        return _error(status, message)
+
+    @app.errorhandler(Exception)
+    def internal_error(err: Exception) -> Response:
+        logger.exception("Internal error while answering %s %s", request.method, request.path)
+        return _error(500, f"internal error ({type(err).__name__}); see the endpoint's logs")
+
+    return app
+
+
+def _output_format(accept: str | None, content_type: str | None, config: ServingConfig) -> OutputFormat:
+    """Negotiate Accept. In batch transform, a JSON Lines request without a specific Accept is
+    answered in JSON Lines: one output line per input line is what SplitType=Line jobs assemble
+    (the real algorithm does the same); elsewhere the default is application/json."""
+    default = config.default_accept
+    if config.batch and parse_media_type(content_type)[0] in (JSONLINES, *JSONLINES_ALIASES):
+        default = JSONLINES
+    return negotiate_accept(accept, default)
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"error": message}), status=status, mimetype=JSON)
