@@ -1,0 +1,70 @@
+"""`python -m object2vec prepare SUBCOMMAND ...`: raw data -> JSON Lines + vocab files for training.
+
+Each subcommand module adds its own argparse parser and a `run(args) -> report` function; this
+module parses, runs, prints the report (the hyperparameters to use, the files written) as JSON on
+stdout, logs to stderr, and turns a ClientError into one `error: ...` line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from object2vec.errors import ClientError
+from object2vec.prepare import embeddings, multilabel, ratings, sentences, text_pairs
+from object2vec.prepare.io import print_report
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # what argparse uses for usage errors; bad input files are reported the same way
+SUBCOMMANDS = (ratings, text_pairs, multilabel, sentences, embeddings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m object2vec prepare",
+        description="Prepare data for Object2Vec: write train/validation/test JSON Lines files "
+        '({"in0": [ids], "in1": [ids], "label": L}) and vocabulary files for the auxiliary channel, and '
+        "print the matching hyperparameters as JSON on stdout. Progress goes to stderr. "
+        "Run a subcommand with --help for its options.",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        help="how much progress to log on stderr (default: INFO)",
+    )
+    subparsers = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers)
+    return parser
+
+
+def prepare_main(argv: Sequence[str]) -> int:
+    """Run one subcommand; 0 on success, 2 on a usage error or a problem with the inputs."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:  # --help (0) or a usage error (2), already printed by argparse
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    _configure_logging(args.log_level)
+    try:
+        report = args.run(args)
+    except ClientError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print_report(report)
+    return EXIT_OK
+
+
+def _configure_logging(level: str) -> None:
+    """Log to stderr so that stdout carries only the JSON report; leave existing handlers alone."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(name)s] %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+    logging.getLogger("object2vec.prepare").setLevel(level)

@@ -1,0 +1,157 @@
+"""Command-line options shared by several `prepare` subcommands, and the vocabulary they select."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from object2vec.errors import ClientError
+from object2vec.prepare.text import RESERVED_SCHEMES, Tokenizer, Vocab
+
+logger = logging.getLogger(__name__)
+
+
+def positive_int(text: str) -> int:
+    value = non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), not {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), not {text!r}")
+    return value
+
+
+def percentile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 100], not {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 100], not {text!r}")
+    return value
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "--output-dir", type=Path, required=True, help="folder for the output files (created if missing); required"
+    )
+    group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that already exist (default: refuse, so earlier results are never lost)",
+    )
+
+
+def add_split_inputs(parser: argparse.ArgumentParser, what: str) -> None:
+    group = parser.add_argument_group("inputs (at least one; each gives the output file of the same name)")
+    group.add_argument(
+        "--train",
+        type=Path,
+        help=f"training {what} -> train.jsonl; the vocabulary is built from it unless --vocab is given",
+    )
+    group.add_argument("--validation", type=Path, help=f"validation {what} -> validation.jsonl (default: none)")
+    group.add_argument("--test", type=Path, help=f"test {what} -> test.jsonl (default: none)")
+
+
+def add_seed(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help=f"random seed for {what}; same seed, same output (default: 0)"
+    )
+
+
+def add_text_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("tokens and vocabulary")
+    group.add_argument(
+        "--lowercase",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="lowercase text before tokenizing (default: on; --no-lowercase keeps case)",
+    )
+    group.add_argument(
+        "--vocab",
+        type=Path,
+        help="reuse this vocab.json (token -> id) instead of building one from --train: for validation/test "
+        "files encoded with the training vocabulary. Unknown tokens become <unk> if the file has it, else "
+        "are dropped (default: build vocab.json from --train)",
+    )
+    group.add_argument(
+        "--min-count",
+        type=positive_int,
+        default=1,
+        help="keep only tokens seen at least this many times in --train (default: 1)",
+    )
+    group.add_argument(
+        "--max-vocab",
+        type=non_negative_int,
+        default=0,
+        help="cap on the vocabulary size, reserved symbols included; the most frequent tokens are kept "
+        "(default: 0, no cap)",
+    )
+    group.add_argument(
+        "--reserved",
+        choices=sorted(RESERVED_SCHEMES),
+        default="unk",
+        help="reserved symbols at the lowest ids: unk = <unk>=0; pad-unk = <pad>=0,<unk>=1; pad-unk-s = "
+        "<pad>=0,<unk>=1,<s>=2,</s>=3; none = no reserved ids and unknown tokens are dropped "
+        "(default: unk)",
+    )
+    group.add_argument(
+        "--max-seq-len",
+        type=non_negative_int,
+        default=0,
+        help="truncate every token sequence to its first N tokens (default: 0, no truncation; the trainer "
+        "truncates to encX_max_seq_len anyway)",
+    )
+    group.add_argument(
+        "--length-percentile",
+        type=percentile,
+        default=95.0,
+        help="the suggested encX_max_seq_len covers this percentage of the training sequences (default: 95)",
+    )
+
+
+def require_inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The (split, path) pairs given, in train/validation/test order."""
+    inputs = [(split, getattr(args, split)) for split in ("train", "validation", "test") if getattr(args, split)]
+    if not inputs:
+        raise ClientError("give at least one of --train, --validation, --test")
+    if not args.train and not args.vocab:
+        raise ClientError("without --train there is nothing to build a vocabulary from: pass --vocab vocab.json")
+    return inputs
+
+
+def select_vocab(
+    args: argparse.Namespace, tokenizer: Tokenizer, train_texts: Callable[[], Iterable[str]]
+) -> tuple[Vocab, bool]:
+    """The vocabulary given by --vocab, or one built from the training texts; True when built."""
+    if args.vocab:
+        vocab = Vocab.read(args.vocab)
+        logger.info("Using %s: %d tokens, vocab size %d", args.vocab, len(vocab.ids), vocab.size)
+        return vocab, False
+    counts: Counter[str] = Counter()
+    for text in train_texts():
+        counts.update(tokenizer(text))
+    vocab = Vocab.build(counts, min_count=args.min_count, max_size=args.max_vocab, reserved=args.reserved)
+    logger.info("Built a vocabulary of %d tokens from %d distinct in %s", len(vocab.ids), len(counts), args.train)
+    return vocab, True

@@ -1,0 +1,211 @@
+"""`prepare sentences`: unlabeled documents -> adjacent-sentence positive pairs.
+
+Each document is split into sentences by a simple regex (a '.', '!' or '?' , optionally followed by
+a closing quote or bracket, then whitespace); consecutive sentences give {"in0": sentence i,
+"in1": sentence i+1, "label": 1}. Training on positives only needs negative_sampling_rate > 0 (the
+Wikipedia notebook used 3). Validation and test files can carry their own negatives
+(--eval-negatives k: sentence i against k sentences drawn from other documents, label 0, as the
+notebook's dev/test files), so that their accuracy means something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from object2vec.errors import ClientError
+from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_lines
+from object2vec.prepare.options import (
+    add_output_options,
+    add_seed,
+    add_split_inputs,
+    add_text_options,
+    non_negative_int,
+    positive_int,
+    require_inputs,
+    select_vocab,
+)
+from object2vec.prepare.text import LengthStats, Tokenizer, Vocab, truncate
+
+logger = logging.getLogger(__name__)
+
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d\u2019)\]])\s+")
+MAX_DOCUMENT_CHARS = 8 << 20  # a paragraph-mode document larger than this is almost surely a format mistake
+NEGATIVE_SAMPLING_RATE = 3  # the Wikipedia notebook's value, suggested in the report
+
+
+def split_sentences(text: str) -> list[str]:
+    return [sentence for sentence in (part.strip() for part in SENTENCE_END.split(text)) if sentence]
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sentences",
+        help="unlabeled documents -> adjacent-sentence positive pairs (for negative_sampling_rate)",
+        description="Split unlabeled documents into sentences and write every pair of adjacent sentences "
+        'as {"in0": sentence i, "in1": sentence i+1, "label": 1}, with one vocab.json for both sides '
+        "(built from --train, or --vocab). Train with num_classes=2 and negative_sampling_rate > 0. "
+        "Prints the hyperparameters as JSON.",
+    )
+    add_split_inputs(parser, "documents")
+    fmt = parser.add_argument_group("documents and sentences")
+    fmt.add_argument(
+        "--documents",
+        choices=("line", "paragraph"),
+        default="line",
+        help="line: each non-blank line is a document; paragraph: blocks of lines separated by blank lines "
+        "are documents (default: line)",
+    )
+    fmt.add_argument(
+        "--min-sentence-tokens",
+        type=positive_int,
+        default=1,
+        help="drop sentences with fewer known tokens than this before pairing (default: 1)",
+    )
+    fmt.add_argument(
+        "--eval-negatives",
+        type=non_negative_int,
+        default=0,
+        help="for validation/test: after each positive pair, this many pairs of sentence i with a sentence "
+        "of another document, label 0 (the notebook used 5; default: 0, positives only)",
+    )
+    fmt.add_argument(
+        "--negative-pool",
+        type=positive_int,
+        default=100_000,
+        help="sentences kept (a seeded reservoir sample of the split) to draw those negatives from (default: 100000)",
+    )
+    add_seed(parser, "the negatives of --eval-negatives")
+    add_text_options(parser)
+    add_output_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    inputs = require_inputs(args)
+    check_outputs(
+        [args.output_dir / f"{split}.jsonl" for split, _ in inputs]
+        + ([] if args.vocab else [args.output_dir / "vocab.json"]),
+        args.overwrite,
+    )
+    tokenizer = Tokenizer(lowercase=args.lowercase)
+    vocab, built = select_vocab(args, tokenizer, lambda: (text for _, text in _documents(args.train, args)))
+    if built:
+        vocab.write(args.output_dir / "vocab.json")
+    rng = random.Random(args.seed)
+    counts: dict[str, int] = {}
+    stats = LengthStats()
+    for split, path in inputs:
+        split_stats = stats if split == "train" or not args.train else LengthStats()
+        negatives = 0 if split == "train" else args.eval_negatives
+        counts[f"{split}.jsonl"] = _write_split(split, path, args, tokenizer, vocab, rng, negatives, split_stats)
+    max_seq_len = stats.suggest(args.length_percentile, args.max_seq_len)
+    return {
+        "command": "sentences",
+        "output_dir": str(args.output_dir),
+        "outputs": counts,
+        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab),
+        "longest_sentence": stats.longest,
+        "hyperparameters": {
+            "enc0_vocab_size": vocab.size,
+            "enc1_vocab_size": vocab.size,
+            "enc0_max_seq_len": max_seq_len,
+            "enc1_max_seq_len": max_seq_len,
+            "output_layer": "softmax",
+            "num_classes": 2,
+            "negative_sampling_rate": NEGATIVE_SAMPLING_RATE,
+        },
+    }
+
+
+def _write_split(
+    split: str,
+    path: Path,
+    args: argparse.Namespace,
+    tokenizer: Tokenizer,
+    vocab: Vocab,
+    rng: random.Random,
+    negatives: int,
+    stats: LengthStats,
+) -> int:
+    pool = _reservoir(path, args, tokenizer, vocab, rng) if negatives else []
+    if negatives and len({doc for doc, _ in pool}) < 2:
+        raise ClientError(f"{path}: --eval-negatives needs sentences from at least two documents")
+    documents = 0
+    with JsonlWriter(args.output_dir / f"{split}.jsonl") as writer:
+        for doc, sentences in enumerate(_encoded_documents(path, args, tokenizer, vocab)):
+            documents += 1
+            for ids in sentences:
+                stats.add(len(ids))
+            for first, second in zip(sentences, sentences[1:], strict=False):
+                writer.write(pair(first, second, 1))
+                for _ in range(negatives):
+                    other_doc, other = pool[rng.randrange(len(pool))]
+                    while other_doc == doc:
+                        other_doc, other = pool[rng.randrange(len(pool))]
+                    writer.write(pair(first, other, 0))
+    logger.info("%s: %d documents -> %d pairs in %s", path, documents, writer.count, writer.path)
+    return writer.count
+
+
+def _encoded_documents(
+    path: Path, args: argparse.Namespace, tokenizer: Tokenizer, vocab: Vocab
+) -> Iterator[list[list[int]]]:
+    """Per document, its sentences as (truncated) id lists; short sentences dropped."""
+    for _, text in _documents(path, args):
+        sentences = []
+        for sentence in split_sentences(text):
+            ids = vocab.encode(tokenizer(sentence))
+            if len(ids) >= args.min_sentence_tokens:
+                sentences.append(truncate(ids, args.max_seq_len))
+        yield sentences
+
+
+def _reservoir(
+    path: Path, args: argparse.Namespace, tokenizer: Tokenizer, vocab: Vocab, rng: random.Random
+) -> list[tuple[int, list[int]]]:
+    """A uniform sample of up to --negative-pool (document index, sentence) from one pass."""
+    pool: list[tuple[int, list[int]]] = []
+    seen = 0
+    for doc, sentences in enumerate(_encoded_documents(path, args, tokenizer, vocab)):
+        for ids in sentences:
+            seen += 1
+            if len(pool) < args.negative_pool:
+                pool.append((doc, ids))
+            else:
+                slot = rng.randrange(seen)
+                if slot < args.negative_pool:
+                    pool[slot] = (doc, ids)
+    return pool
+
+
+def _documents(path: Path, args: argparse.Namespace) -> Iterator[tuple[int, str]]:
+    """(first line number, text) per document."""
+    if args.documents == "line":
+        for line_number, line in read_lines(path):
+            if line.strip():
+                yield line_number, line
+        return
+    lines: list[str] = []
+    size = start = 0
+    for line_number, line in read_lines(path):
+        if line.strip():
+            if not lines:
+                start = line_number
+            lines.append(line.strip())
+            size += len(line)
+            if size > MAX_DOCUMENT_CHARS:
+                raise ClientError(
+                    f"{path}, line {start}: a paragraph longer than {MAX_DOCUMENT_CHARS} characters; separate "
+                    "documents with blank lines, or use --documents line"
+                )
+        elif lines:
+            yield start, " ".join(lines)
+            lines, size = [], 0
+    if lines:
+        yield start, " ".join(lines)
