@@ -294,9 +294,7 @@ def _comparators(value: Any) -> tuple[str, ...]:
         raise ValueError(f"is empty: list one or more of {', '.join(COMPARATORS)}")
     bad = [item for item in items if item not in COMPARATORS]
     if bad:
-        raise ValueError(
-            f"has unknown comparator(s) {', '.join(bad)}: allowed values are {', '.join(COMPARATORS)}"
-        )
+        raise ValueError(f"has unknown comparator(s) {', '.join(bad)}: allowed values are {', '.join(COMPARATORS)}")
     if len(set(items)) != len(items):
         raise ValueError("lists a comparator twice")
     return tuple(items)

@@ -24,7 +24,9 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
             return self
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.in0, self.len0, self.in1, self.len1, self.labels)))
+        return Batch(
+            *(t.to(device, non_blocking=True) for t in (self.in0, self.len0, self.in1, self.len1, self.labels))
+        )
 
 
 def pad(sequences: TokenSequences, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

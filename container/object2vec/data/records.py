@@ -293,4 +293,3 @@ def _first_record_with(flat: list[Any], lengths: np.ndarray, is_bad: Any) -> int
 def _show(value: Any) -> str:
     text = orjson.dumps(value).decode()
     return text if len(text) <= 40 else text[:37] + "..."
-

@@ -30,14 +30,11 @@ class PooledEmbeddingEncoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = length_mask(lengths, ids.shape[1])  # (B, L)
-        weights = mask / lengths.clamp(min=1)[:, None]  # (B, L) 1/len at tokens, 0 at padding
-        # embedding_bag fuses lookup and weighted sum without materialising (B, L, D).
+        offsets = torch.cumsum(lengths, 0) - lengths  # (B,) start of each bag in the flat ids
+        # embedding_bag on the flat real tokens fuses lookup and mean without materialising
+        # (B, L, D) and skips padding entirely; an empty bag gives zeros.
         pooled = F.embedding_bag(
-            ids,
-            self.embedding.weight,
-            mode="sum",
-            per_sample_weights=weights.to(self.embedding.weight.dtype),
-            sparse=self.embedding.sparse,
+            ids[mask], self.embedding.weight, offsets, mode="mean", sparse=self.embedding.sparse
         )  # (B, D)
         return self.project(self.dropout(pooled))  # (B, enc_dim)
 

@@ -66,9 +66,7 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
         raise ClientError(f"{config_path} is not valid JSON: {err}") from err
     version = config.get("format_version")
     if version != FORMAT_VERSION:
-        raise ClientError(
-            f"{config_path} has format_version {version!r}; this release reads version {FORMAT_VERSION}"
-        )
+        raise ClientError(f"{config_path} has format_version {version!r}; this release reads version {FORMAT_VERSION}")
     hp = Hyperparameters.from_dict(config["hyperparameters"])
     model = Object2VecModel(hp)
     try:

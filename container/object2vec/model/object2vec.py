@@ -58,17 +58,13 @@ class Object2VecModel(nn.Module):
         """Embeddings of single objects from encoder `index`: (B, L), (B,) -> (B, enc_dim)."""
         return self.encoders[index](ids, lengths)
 
-    def forward(
-        self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:
         """Raw outputs: (B, num_classes) logits for softmax, (B, 1) values for regression."""
         a = self.encode(0, in0, len0)  # (B, enc_dim)
         b = self.encode(1, in1, len1)  # (B, enc_dim)
         return self.mlp(self.comparator(a, b))
 
-    def predict(
-        self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor
-    ) -> torch.Tensor:
+    def predict(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:
         """Scores as served: softmax probabilities (B, num_classes) or values (B, 1)."""
         out = self(in0, len0, in1, len1)
         return torch.softmax(out, dim=1) if self.hp.is_classification else out

@@ -45,7 +45,9 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
     with stop.deferred():
         result = trainer.fit(train, validation)
         if result.best_state is None:
-            raise TrainingStopped(f"training stopped by {result.stopped_by} before the first epoch ended; no model saved")
+            raise TrainingStopped(
+                f"training stopped by {result.stopped_by} before the first epoch ended; no model saved"
+            )
         model.load_state_dict(result.best_state)
         info = {
             "training": {

@@ -32,12 +32,14 @@ EVAL_BATCH_SIZE = 4096  # evaluation has no gradients, so larger batches are che
 def make_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     lr, decay = hp.learning_rate, hp.weight_decay
+    # The fused kernels update all parameters in one pass: several times faster than the
+    # per-tensor loop on CPU as on GPU.
     if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=decay)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=decay)
+        return torch.optim.SGD(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=decay)
     # AdaDelta adapts its own step size; like MXNet's AdaDelta (the original's engine) it takes

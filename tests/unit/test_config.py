@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from object2vec.config import Hyperparameters, valid_keys
+from object2vec.errors import ClientError
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "hyperparameters"
+REQUIRED = {"enc0_max_seq_len": "10", "enc0_vocab_size": "100"}
+
+
+def load(name: str) -> dict[str, str]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def test_defaults_match_the_documentation() -> None:
+    hp = Hyperparameters.from_dict(REQUIRED)
+    assert hp.enc0.network == "hcnn" and hp.enc0.layers == 4 and hp.enc0.cnn_filter_width == 3
+    assert hp.enc0.token_embedding_dim == 300 and hp.enc0.freeze_pretrained_embedding is True
+    assert hp.enc1 == hp.enc0 and hp.enc1_network == "enc0"
+    assert (hp.enc_dim, hp.mlp_dim, hp.mlp_layers, hp.mlp_activation) == (4096, 512, 2, "linear")
+    assert (hp.output_layer, hp.num_classes, hp.optimizer, hp.learning_rate) == ("softmax", 2, "adam", 0.0004)
+    assert (hp.mini_batch_size, hp.epochs, hp.early_stopping_patience) == (32, 30, 3)
+    assert (hp.early_stopping_tolerance, hp.dropout, hp.weight_decay) == (0.01, 0.0, 0.0)
+    assert hp.comparator_list == ("hadamard", "concat", "abs_diff")
+    assert (hp.bucket_width, hp.negative_sampling_rate, hp.token_embedding_storage_type) == (0, 0, "dense")
+    assert hp.tied_token_embedding_weight is False and hp.num_gpus is None
+
+
+def test_notebook_movielens_configuration() -> None:
+    hp = Hyperparameters.from_dict(load("notebook_movielens.json"))
+    assert hp.enc0.vocab_size == 944 and hp.enc1.vocab_size == 1684
+    assert hp.enc0.network == hp.enc1.network == "pooled_embedding"
+    assert not hp.is_classification and hp.output_dim == 1
+
+
+def test_sdk_generic_estimator_spellings() -> None:
+    hp = Hyperparameters.from_dict(load("sdk_generic_estimator.json"))
+    assert hp.tied_token_embedding_weight is True
+    assert hp.enc0.freeze_pretrained_embedding is False
+    assert hp.enc0.layers == 2 and hp.enc1.layers == 2 and hp.enc1.network == "bilstm"
+    assert hp.tuning_objective_metric == "validation:accuracy"
+    assert hp.dropout == pytest.approx(0.2)
+
+
+def test_json_encoded_values_from_framework_estimators() -> None:
+    hp = Hyperparameters.from_dict(load("sdk_json_encoded.json"))
+    assert hp.enc0.network == "hcnn" and hp.enc0.layers == 4
+    assert hp.comparator_list == ("abs_diff", "hadamard")  # order kept
+    assert hp.mlp_layers == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("True", True), ("true", True), ('"false"', False), (True, True), (0, False), ("FALSE", False)],
+)
+def test_booleans_in_every_spelling(value: object, expected: bool) -> None:
+    hp = Hyperparameters.from_dict({**REQUIRED, "tied_token_embedding_weight": value})
+    assert hp.tied_token_embedding_weight is expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [("auto", 1), ("2", 2), (3, 3), ('"auto"', 1), ("4.0", 4)])
+def test_bilstm_layers_auto_and_numbers(value: object, expected: int) -> None:
+    hp = Hyperparameters.from_dict({**REQUIRED, "enc0_network": "bilstm", "enc0_layers": value})
+    assert hp.enc0.layers == expected
+
+
+def test_enc1_network_enc0_copies_settings_and_warns_about_ignored_keys(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        hp = Hyperparameters.from_dict({**REQUIRED, "enc0_network": "bilstm", "enc1_vocab_size": "3"})
+    assert hp.enc1.vocab_size == 100 and hp.enc1.network == "bilstm"
+    assert "enc1_vocab_size is ignored" in caplog.text
+
+
+def test_own_enc1_settings_when_enc1_network_is_given() -> None:
+    hp = Hyperparameters.from_dict(
+        {**REQUIRED, "enc1_network": "pooled_embedding", "enc1_max_seq_len": "3", "enc1_vocab_size": "7"}
+    )
+    assert (hp.enc1.network, hp.enc1.max_seq_len, hp.enc1.vocab_size) == ("pooled_embedding", 3, 7)
+    assert hp.enc0.network == "hcnn"
+
+
+def test_all_problems_reported_in_one_message() -> None:
+    with pytest.raises(ClientError) as err:
+        Hyperparameters.from_dict(
+            {
+                "enc0_max_seq_len": "0",
+                "enc_dm": "8",
+                "optimizer": "adamw",
+                "mlp_layers": "11",
+                "dropout": "x",
+                "comparator_list": "hadamard,dot",
+            }
+        )
+    message = str(err.value)
+    assert message.startswith("7 invalid hyperparameters")
+    for expected in (
+        "unknown hyperparameter enc_dm (did you mean enc_dim?)",
+        "enc0_max_seq_len=0 is out of range: must be an integer 1 <= x <= 5000",
+        "enc0_vocab_size is required",
+        "optimizer=adamw is not valid: allowed values are adadelta, adagrad, adam, sgd, rmsprop",
+        "mlp_layers=11 is out of range",
+        "dropout=x must be a number",
+        "comparator_list=hadamard,dot has unknown comparator(s) dot",
+    ):
+        assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"enc1_network": "hcnn"}, "enc1_max_seq_len is required because enc1_network=hcnn"),
+        (
+            {
+                "tied_token_embedding_weight": "true",
+                "enc1_network": "hcnn",
+                "enc1_max_seq_len": "5",
+                "enc1_vocab_size": "9",
+            },
+            "these differ: vocab_size (enc0 100, enc1 9)",
+        ),
+        ({"token_embedding_storage_type": "row_sparse", "optimizer": "rmsprop"}, "use one of adam, adagrad, sgd"),
+        ({"enc0_pretrained_embedding_file": "glove.txt"}, "needs enc0_vocab_file"),
+        ({"enc0_vocab_file": "../etc/passwd"}, "is not a plain file name"),
+        ({"_tuning_objective_metric": "validation:mean_squared_error"}, "is not emitted with output_layer=softmax"),
+        ({"epochs": "true"}, "epochs=true must be an integer"),
+        ({"learning_rate": "nan"}, "must be a finite number"),
+        ({"comparator_list": "hadamard,hadamard"}, "lists a comparator twice"),
+    ],
+)
+def test_invalid_combinations(extra: dict[str, str], expected: str) -> None:
+    with pytest.raises(ClientError) as err:
+        Hyperparameters.from_dict({**REQUIRED, **extra})
+    assert expected in str(err.value)
+
+
+def test_row_sparse_switches_bucketing_off() -> None:
+    hp = Hyperparameters.from_dict({**REQUIRED, "token_embedding_storage_type": "row_sparse", "bucket_width": "5"})
+    assert hp.bucket_width == 0
+
+
+def test_framework_keys_accepted() -> None:
+    hp = Hyperparameters.from_dict(
+        {**REQUIRED, "_kvstore": "dist_sync", "_num_gpus": "2", "_num_kv_servers": "auto", "feature_dim": "3"}
+    )
+    assert hp.kvstore == "dist_sync" and hp.num_gpus == 2 and hp.num_kv_servers is None
+
+
+def test_to_dict_round_trips_resolved_values() -> None:
+    hp = Hyperparameters.from_dict(load("sdk_generic_estimator.json"))
+    again = Hyperparameters.from_dict(hp.to_dict())
+    assert again.enc1 == hp.enc1 and again.enc1_network == "bilstm"  # the network enc1 copied
+    assert dataclasses.replace(again, enc1_network=hp.enc1_network) == hp
+
+
+def test_every_documented_name_is_valid() -> None:
+    documented = [
+        f"enc{i}_{name}"
+        for i in (0, 1)
+        for name in (
+            "max_seq_len",
+            "vocab_size",
+            "network",
+            "cnn_filter_width",
+            "layers",
+            "token_embedding_dim",
+            "pretrained_embedding_file",
+            "vocab_file",
+            "freeze_pretrained_embedding",
+        )
+    ] + [
+        "enc_dim", "mlp_dim", "mlp_layers", "mlp_activation", "output_layer", "num_classes", "optimizer",
+        "learning_rate", "weight_decay", "mini_batch_size", "epochs", "early_stopping_patience",
+        "early_stopping_tolerance", "dropout", "comparator_list", "tied_token_embedding_weight", "bucket_width",
+        "negative_sampling_rate", "token_embedding_storage_type", "_kvstore", "_num_gpus", "_num_kv_servers",
+        "_tuning_objective_metric",
+    ]  # fmt: skip
+    assert set(documented) <= set(valid_keys())
