@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "label_vocab_file": str(args.label_vocab or args.output_dir / "label_vocab.json"),
         "longest_document": stats.longest,
         "hyperparameters": {
+            # labels have their own vocabulary, so enc1 cannot be the default enc1_network=enc0
+            "enc1_network": "pooled_embedding",
             "enc0_vocab_size": vocab.size,
             "enc1_vocab_size": num_labels,
             "enc0_max_seq_len": stats.suggest(args.length_percentile, args.max_seq_len),

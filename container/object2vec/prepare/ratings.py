@@ -163,6 +163,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _write_vocab(args.output_dir / "item_vocab.json", item_vocab)
 
     hyperparameters: dict[str, Any] = {
+        # enc1 has its own vocabulary, so it needs its own network (the default enc1_network=enc0
+        # would share enc0's); pooled_embedding is what the MovieLens notebook used for one-id inputs.
+        "enc0_network": "pooled_embedding",
+        "enc1_network": "pooled_embedding",
         "enc0_vocab_size": int(user_ids.max()) + 1,
         "enc1_vocab_size": int(item_ids.max()) + 1,
         "enc0_max_seq_len": 1,

@@ -112,10 +112,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab),
         "longest_sentence": stats.longest,
         "hyperparameters": {
+            # one vocabulary for both sides: enc1 shares enc0's network, vocab and max_seq_len
+            "enc1_network": "enc0",
             "enc0_vocab_size": vocab.size,
-            "enc1_vocab_size": vocab.size,
             "enc0_max_seq_len": max_seq_len,
-            "enc1_max_seq_len": max_seq_len,
             "output_layer": "softmax",
             "num_classes": 2,
             "negative_sampling_rate": NEGATIVE_SAMPLING_RATE,

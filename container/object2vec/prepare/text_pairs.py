@@ -104,11 +104,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             split, path, args, columns, label_map, tokenizer, vocab, stats[split], labels_seen[split]
         )
     first = "train" if args.train else inputs[0][0]
+    lengths = [stats[first][side].suggest(args.length_percentile, args.max_seq_len) for side in (0, 1)]
     hyperparameters: dict[str, Any] = {
+        # one vocabulary for both sides: enc1 shares enc0's network, vocab and max_seq_len
+        "enc1_network": "enc0",
         "enc0_vocab_size": vocab.size,
-        "enc1_vocab_size": vocab.size,
-        "enc0_max_seq_len": stats[first][0].suggest(args.length_percentile, args.max_seq_len),
-        "enc1_max_seq_len": stats[first][1].suggest(args.length_percentile, args.max_seq_len),
+        "enc0_max_seq_len": max(lengths),
     }
     if args.task == "classification":
         num_classes = max(2, max(labels_seen[first], default=0) + 1)
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "outputs": counts,
         "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab),
         "longest_sequence": max(max(s[0].longest, s[1].longest) for s in stats.values()),
+        "suggested_max_seq_len": {"in0": lengths[0], "in1": lengths[1]},
         "hyperparameters": hyperparameters,
     }
 
