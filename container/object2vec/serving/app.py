@@ -39,7 +39,7 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fla
     @app.get("/ping")
     def ping() -> Response:
         # The model was loaded and smoke-tested before this worker accepted connections.
-        return Response(b"", status=200)
+        return Response(b"", status=200, mimetype="application/json")
 
     @app.get("/execution-parameters")
     def execution_parameters() -> Response:

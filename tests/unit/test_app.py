@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from object2vec.serving.app import create_app
+from object2vec.serving.predictor import Predictor
+from object2vec.serving.server import gunicorn_options
+from object2vec.serving.settings import MIB, ServerSettings, ServingConfig
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+PAIR = {"in0": [1, 2, 3], "in1": [4, 5]}
+
+
+@pytest.fixture(scope="module")
+def predictor(serving_base_dirs: dict[str, Path]) -> Predictor:
+    return Predictor.load(serving_base_dirs["softmax"] / "model", device="cpu")
+
+
+def make_client(predictor: Predictor, **config: Any) -> FlaskClient:
+    app: Flask = create_app(predictor, ServingConfig(**config))
+    return app.test_client()
+
+
+@pytest.fixture()
+def client(predictor: Predictor) -> FlaskClient:
+    return make_client(predictor)
+
+
+def invoke(client: FlaskClient, body: bytes, content_type: str | None = "application/json", **headers: str) -> Any:
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return client.post("/invocations", data=body, headers=headers)
+
+
+def test_ping_is_200_with_empty_body(client: FlaskClient) -> None:
+    response = client.get("/ping")
+    assert response.status_code == 200
+    assert response.data == b""
+
+
+@pytest.mark.parametrize(
+    ("request_file", "content_type"),
+    [("pairs.json", "application/json"), ("pairs.jsonl", "application/jsonlines")],
+)
+@pytest.mark.parametrize("accept", [None, "*/*", "application/json", "application/jsonlines"])
+def test_documented_pair_requests(
+    client: FlaskClient, request_file: str, content_type: str, accept: str | None
+) -> None:
+    headers = {"Accept": accept} if accept else {}
+    response = invoke(client, (FIXTURES / "requests" / request_file).read_bytes(), content_type, **headers)
+    assert response.status_code == 200, response.data
+    wants_lines = accept == "application/jsonlines"
+    assert response.mimetype == ("application/jsonlines" if wants_lines else "application/json")
+    if wants_lines:
+        records = [orjson.loads(line) for line in response.data.splitlines()]
+    else:
+        records = orjson.loads(response.data)["predictions"]
+    assert len(records) == 3
+    assert all(set(record) == {"scores"} and len(record["scores"]) == 3 for record in records)
+    assert all(abs(sum(record["scores"]) - 1) < 1e-5 for record in records)
+
+
+def test_embedding_request_with_infer_max_seqlens(client: FlaskClient) -> None:
+    body = (FIXTURES / "requests" / "embeddings.jsonl").read_bytes()
+    response = invoke(client, body, "application/jsonlines; infer_max_seqlens=10,10", Accept="application/jsonlines")
+    assert response.status_code == 200, response.data
+    records = [orjson.loads(line) for line in response.data.splitlines()]
+    assert len(records) == 3
+    assert all(set(record) == {"embeddings"} and len(record["embeddings"]) == 16 for record in records)
+
+
+def test_verbose_accept_adds_predicted_label(client: FlaskClient) -> None:
+    response = invoke(client, orjson.dumps({"instances": [PAIR]}), Accept="application/jsonlines; verbose=true")
+    record = orjson.loads(response.data)
+    assert set(record) == {"scores", "predicted_label"}
+    assert record["predicted_label"] == max(range(3), key=lambda i: record["scores"][i])
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "headers", "status", "message"),
+    [
+        (b"{}", "text/csv", {}, 415, "Content-Type text/csv is not supported"),
+        (b"{}", None, {}, 415, "Content-Type (none) is not supported"),
+        (b'{"instances": []}', "application/json", {"Accept": "text/csv"}, 406, "Accept text/csv"),
+        (b"{oops", "application/json", {}, 400, "not valid JSON"),
+        (b'{"instances": [{"in0": [1]}, {"in1": [1]}]}', "application/json", {}, 400, "mix modes"),
+        (b'{"instances": [{"in0": [1, 99999]}]}', "application/json", {}, 400, 'Vocab id "99999"'),
+        (b'{"in0": [1]}\n{"in0": [1.5]}\n', "application/jsonlines", {}, 400, 'instance 1, field "in0"'),
+    ],
+)
+def test_errors_are_json_4xx(
+    client: FlaskClient, body: bytes, content_type: str | None, headers: dict[str, str], status: int, message: str
+) -> None:
+    response = invoke(client, body, content_type, **headers)
+    assert response.status_code == status
+    assert response.mimetype == "application/json"
+    assert message in orjson.loads(response.data)["error"]
+
+
+def test_body_too_large_is_413(predictor: Predictor) -> None:
+    client = make_client(predictor, max_body_bytes=1000)
+    body = orjson.dumps({"instances": [PAIR] * 100})
+    assert len(body) > 1000
+    response = invoke(client, body)
+    assert response.status_code == 413
+    assert "larger than 1000 bytes" in orjson.loads(response.data)["error"]
+    assert invoke(client, orjson.dumps({"instances": [PAIR]})).status_code == 200
+
+
+def test_too_many_instances_is_413(serving_base_dirs: dict[str, Path]) -> None:
+    small = Predictor.load(serving_base_dirs["softmax"] / "model", device="cpu", max_instances=2)
+    response = invoke(make_client(small), orjson.dumps({"instances": [PAIR] * 3}))
+    assert response.status_code == 413
+
+
+def test_unknown_route_and_method(client: FlaskClient) -> None:
+    assert client.get("/nope").status_code == 404
+    response = client.get("/invocations")
+    assert response.status_code == 405
+    assert "error" in orjson.loads(response.data)
+
+
+def test_internal_error_is_500_and_the_app_keeps_serving(predictor: Predictor, monkeypatch: pytest.MonkeyPatch) -> None:
+    client = make_client(predictor)
+
+    def explode(*_: Any, **__: Any) -> Any:
+        raise ValueError("boom")
+
+    monkeypatch.setattr(predictor, "predict", explode)
+    response = invoke(client, orjson.dumps({"instances": [PAIR]}))
+    assert response.status_code == 500
+    assert "ValueError" in orjson.loads(response.data)["error"]
+    monkeypatch.undo()
+    assert invoke(client, orjson.dumps({"instances": [PAIR]})).status_code == 200
+
+
+def test_execution_parameters(predictor: Predictor) -> None:
+    default = make_client(predictor).get("/execution-parameters")
+    assert default.status_code == 200
+    assert orjson.loads(default.data) == {
+        "MaxConcurrentTransforms": 1,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
+    }
+    custom = make_client(predictor, max_concurrent_transforms=4, batch_strategy="SINGLE_RECORD", max_payload_mb=20).get(
+        "/execution-parameters"
+    )
+    assert orjson.loads(custom.data) == {
+        "MaxConcurrentTransforms": 4,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 20,
+    }
+
+
+def test_batch_jsonlines_without_accept_answers_jsonlines(predictor: Predictor) -> None:
+    body = b"".join(orjson.dumps(PAIR) + b"\n" for _ in range(5))
+    batch = make_client(predictor, batch=True, max_body_bytes=20 * MIB)
+    response = invoke(batch, body, "application/jsonlines")
+    assert response.mimetype == "application/jsonlines"
+    assert len(response.data.splitlines()) == 5
+    # An explicit Accept still wins; outside batch the default stays application/json.
+    assert invoke(batch, body, "application/jsonlines", Accept="application/json").mimetype == "application/json"
+    assert invoke(make_client(predictor), body, "application/jsonlines").mimetype == "application/json"
+
+
+# --- settings from the environment -------------------------------------------------------------
+
+
+def test_serving_config_defaults() -> None:
+    config = ServingConfig.from_env({}, workers=2)
+    assert config.batch is False
+    assert config.max_body_bytes == 6 * MIB
+    assert config.execution_parameters() == {
+        "MaxConcurrentTransforms": 2,
+        "BatchStrategy": "MULTI_RECORD",
+        "MaxPayloadInMB": 6,
+    }
+
+
+@pytest.mark.parametrize("flag", ["true", "True", "TRUE"])
+def test_serving_config_batch(flag: str) -> None:
+    env = {
+        "SAGEMAKER_BATCH": flag,
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": "50",
+        "SAGEMAKER_BATCH_STRATEGY": "SingleRecord",
+        "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3",
+    }
+    config = ServingConfig.from_env(env, workers=2)
+    assert config.batch is True
+    assert config.max_body_bytes == 50 * MIB
+    assert config.execution_parameters() == {
+        "MaxConcurrentTransforms": 3,
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": 50,
+    }
+
+
+def test_serving_config_bounds() -> None:
+    # Payload limit above 100 MB or garbage: the default; 0 (streaming) caps the body at 100 MB.
+    assert ServingConfig.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "500"}, workers=1).max_payload_mb == 6
+    assert ServingConfig.from_env({"SAGEMAKER_BATCH_STRATEGY": "bogus"}, workers=1).batch_strategy == "MULTI_RECORD"
+    streamed = ServingConfig.from_env({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": "0"}, workers=1)
+    assert streamed.max_body_bytes == 100 * MIB
+    # Outside batch transform the real-time limit holds whatever the payload variable says.
+    assert ServingConfig.from_env({"SAGEMAKER_MAX_PAYLOAD_IN_MB": "50"}, workers=1).max_body_bytes == 6 * MIB
+
+
+@pytest.mark.parametrize(
+    ("env", "cores", "workers", "threads"),
+    [
+        ({}, 2, 2, 1),
+        ({}, 8, 8, 1),
+        ({"MODEL_SERVER_WORKERS": "1"}, 2, 1, 2),
+        ({"MODEL_SERVER_WORKERS": "3"}, 8, 3, 2),
+        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "4"}, 8, 4, 2),
+        ({"MODEL_SERVER_WORKERS": "zero"}, 4, 4, 1),
+    ],
+)
+def test_server_workers_and_threads(env: dict[str, str], cores: int, workers: int, threads: int) -> None:
+    settings = ServerSettings.from_env(env, cores=cores)
+    assert (settings.workers, settings.threads_per_worker) == (workers, threads)
+    assert settings.workers * settings.threads_per_worker <= max(cores, settings.workers)
+
+
+def test_server_port_and_timeouts() -> None:
+    realtime = ServerSettings.from_env({}, cores=2)
+    assert (realtime.port, realtime.timeout_s, realtime.graceful_timeout_s) == (8080, 60, 20)
+    batch = ServerSettings.from_env({"SAGEMAKER_BATCH": "True", "SAGEMAKER_BIND_TO_PORT": "9000"}, cores=2)
+    assert (batch.port, batch.timeout_s) == (9000, 600)
+    assert ServerSettings.from_env({"MODEL_SERVER_TIMEOUT": "5"}, cores=2).graceful_timeout_s == 5
+
+
+def test_gunicorn_options() -> None:
+    options = gunicorn_options(ServerSettings.from_env({"SAGEMAKER_BIND_TO_PORT": "9001"}, cores=2))
+    assert options["bind"] == ["0.0.0.0:9001"]
+    assert options["workers"] == 2
+    assert options["timeout"] == 60
+    assert options["graceful_timeout"] < 30  # inside SageMaker's SIGTERM -> SIGKILL window
+    assert options["preload_app"] is False
