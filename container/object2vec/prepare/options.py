@@ -74,7 +74,7 @@ def add_split_inputs(parser: argparse.ArgumentParser, what: str) -> None:
     group.add_argument("--test", type=Path, help=f"test {what} -> test.jsonl (default: none)")
 
 
-def add_seed(parser: argparse.ArgumentParser, what: str) -> None:
+def add_seed(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str) -> None:
     parser.add_argument(
         "--seed", type=non_negative_int, default=0, help=f"random seed for {what}; same seed, same output (default: 0)"
     )
