@@ -1,0 +1,298 @@
+"""The real `serve` program (gunicorn + Flask) as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
+START_TIMEOUT_S = 180  # two workers importing torch on a busy 2-core machine
+PAIR = {"in0": [1, 2, 3], "in1": [4, 5]}
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def post(self, body: bytes, content_type: str | None = "application/json", **headers: str) -> requests.Response:
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        return requests.post(f"{self.url}/invocations", data=body, headers=headers, timeout=60)
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=10)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(base_dir: Path, log: Path, **env: str) -> Server:
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "container"), os.environ.get("PYTHONPATH")])),
+        "SAGEMAKER_BASE_DIR": str(base_dir),
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        **env,
+    }
+    for name in ("SAGEMAKER_BATCH", "SAGEMAKER_MAX_PAYLOAD_IN_MB", "SAGEMAKER_BATCH_STRATEGY"):
+        if name not in env:
+            environment.pop(name, None)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "object2vec", "serve"], env=environment, stdout=out, stderr=subprocess.STDOUT
+        )
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"serve exited with {process.returncode}:\n{server.log_text()}")
+        try:
+            # SageMaker's ping timeout; until a worker has loaded the model nobody answers.
+            if requests.get(f"{server.url}/ping", timeout=2).status_code == 200:
+                return server
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(0.2)
+    stop_server(server)
+    raise AssertionError(f"serve did not answer /ping within {START_TIMEOUT_S} s:\n{server.log_text()}")
+
+
+def stop_server(server: Server) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    return server.process.returncode
+
+
+@pytest.fixture(scope="module")
+def realtime(serving_base_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The softmax model with the default settings (workers = available cores)."""
+    server = start_server(serving_base_dirs["softmax"], tmp_path_factory.mktemp("logs") / "realtime.log")
+    yield server
+    stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def batch(serving_base_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The regression model as a batch-transform job starts it (SageMaker's env vars set)."""
+    server = start_server(
+        serving_base_dirs["regression"],
+        tmp_path_factory.mktemp("logs") / "batch.log",
+        SAGEMAKER_BATCH="True",
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="20",
+        SAGEMAKER_BATCH_STRATEGY="MULTI_RECORD",
+        SAGEMAKER_MAX_CONCURRENT_TRANSFORMS="3",
+        MODEL_SERVER_WORKERS="1",
+    )
+    yield server
+    stop_server(server)
+
+
+def parse(response: requests.Response) -> list[dict[str, Any]]:
+    """The records of a JSON or JSON Lines answer."""
+    if response.headers["Content-Type"].startswith("application/jsonlines"):
+        return [orjson.loads(line) for line in response.content.splitlines()]
+    document = orjson.loads(response.content)
+    assert set(document) == {"predictions"}
+    return document["predictions"]
+
+
+# --- /ping and the documented examples -----------------------------------------------------------
+
+
+def test_ping(realtime: Server) -> None:
+    response = realtime.get("/ping")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("name", ["pairs", "embeddings"])
+@pytest.mark.parametrize("request_ext", ["json", "jsonl"])
+@pytest.mark.parametrize("accept", ["application/json", "application/jsonlines", None])
+def test_documented_examples(realtime: Server, name: str, request_ext: str, accept: str | None) -> None:
+    """The doc's requests give answers shaped like the doc's responses (values depend on weights)."""
+    content_type = "application/json" if request_ext == "json" else "application/jsonlines"
+    if name == "embeddings":
+        content_type += "; infer_max_seqlens=20,20"
+    body = (FIXTURES / "requests" / f"{name}.{request_ext}").read_bytes()
+    response = realtime.post(body, content_type, **({"Accept": accept} if accept else {}))
+    assert response.status_code == 200, response.text
+    expected_type = accept or "application/json"
+    assert response.headers["Content-Type"].split(";")[0] == expected_type
+    response_ext = "jsonl" if expected_type == "application/jsonlines" else "json"
+    golden_file = FIXTURES / "responses" / f"{name}.{response_ext}"
+    if response_ext == "json":
+        golden = orjson.loads(golden_file.read_bytes())["predictions"]
+        assert response.content.startswith(b'{"predictions":[')
+    else:
+        golden = [orjson.loads(line) for line in golden_file.read_bytes().splitlines()]
+        assert response.content.endswith(b"\n")
+    records = parse(response)
+    assert len(records) == 3  # one per instance (the doc's JSON pair answer shows only 2)
+    for record in records:
+        assert set(record) == set(golden[0])
+        (key,) = record
+        assert len(record[key]) == len(golden[0][key])
+        assert all(isinstance(value, float | int) for value in record[key])
+
+
+def test_embedding_modes_use_the_named_encoder(realtime: Server) -> None:
+    enc0 = parse(realtime.post(orjson.dumps({"instances": [{"in0": [1, 2, 3]}]})))
+    enc1 = parse(realtime.post(b'{"in1": [1, 2, 3]}\n', "application/jsonlines", Accept="application/jsonlines"))
+    assert len(enc0[0]["embeddings"]) == len(enc1[0]["embeddings"]) == 16
+    assert enc0[0]["embeddings"] != enc1[0]["embeddings"]
+
+
+def test_verbose_jsonlines_adds_predicted_label(realtime: Server) -> None:
+    response = realtime.post(orjson.dumps(PAIR), "application/jsonlines", Accept="application/jsonlines;verbose=true")
+    (record,) = parse(response)
+    assert set(record) == {"scores", "predicted_label"}
+
+
+def test_charset_parameters_are_tolerated(realtime: Server) -> None:
+    response = realtime.post(
+        orjson.dumps({"instances": [PAIR]}), "application/json; charset=utf-8", Accept="application/json; charset=utf-8"
+    )
+    assert response.status_code == 200
+
+
+def test_regression_scores(batch: Server) -> None:
+    response = batch.post(orjson.dumps({"instances": [PAIR, PAIR]}), Accept="application/json")
+    records = parse(response)
+    assert [len(record["scores"]) for record in records] == [1, 1]
+
+
+# --- every error class: 4xx JSON, never 5xx, and the workers survive -------------------------------
+
+BIG_BODY = b'{"instances": [' + b",".join([orjson.dumps(PAIR)] * 300_000) + b"]}"  # > 6 MiB
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "headers", "status", "message"),
+    [
+        (b"1,2\n", "text/csv", {}, 415, "text/csv is not supported"),
+        (b'{"instances": []}', None, {}, 415, "(none) is not supported"),
+        (orjson.dumps({"instances": [PAIR]}), "application/json", {"Accept": "text/csv"}, 406, "Accept text/csv"),
+        (b'{"instances": [', "application/json", {}, 400, "not valid JSON"),
+        (b"", "application/json", {}, 400, "empty"),
+        (b'{"in0": [1]}\n{"in0": [2]\n', "application/jsonlines", {}, 400, "line 2 is not valid JSON"),
+        (b'{"instances": {"in0": [1]}}', "application/json", {}, 400, '"instances" must be a list'),
+        (b'{"instances": [{"in0": [1], "in1": [2]}, {"in0": [1]}]}', "application/json", {}, 400, "mix modes"),
+        (b'{"instances": [{"in0": [1]}, {"in2": [1]}]}', "application/json", {}, 400, 'instance 1: has neither "in0"'),
+        (b'{"instances": [{"in0": [1]}, "x"]}', "application/json", {}, 400, "instance 1: must be a JSON object"),
+        (b'{"instances": [{"in0": {"a": 1}}]}', "application/json", {}, 400, 'instance 0, field "in0": must be a list'),
+        (b'{"instances": [{"in0": [1, "2"]}]}', "application/json", {}, 400, 'instance 0, field "in0": must hold'),
+        (b'{"instances": [{"in0": [1.0]}]}', "application/json", {}, 400, "must hold integer token ids"),
+        (b'{"instances": [{"in0": [-1]}]}', "application/json", {}, 400, 'Vocab id "-1" is negative'),
+        (
+            b'{"instances": [{"in0": [1], "in1": [1]}, {"in0": [1], "in1": [4000]}]}',
+            "application/json",
+            {},
+            400,
+            'Vocab id "4000" is not less than vocab_size=4000 (instance 1, field "in1")',
+        ),
+        (b'{"instances": [{"in0": [1]}]}', "application/json; infer_max_seqlens=0,9", {}, 400, "infer_max_seqlens"),
+        (orjson.dumps({"instances": [{"in0": [1] * 100_001}]}), "application/json", {}, 413, "has 100001 ids"),
+        (BIG_BODY, "application/json", {}, 413, "larger than 6291456 bytes"),
+    ],
+    ids=lambda value: value if isinstance(value, int) else None,
+)
+def test_bad_requests(
+    realtime: Server, body: bytes, content_type: str | None, headers: dict[str, str], status: int, message: str
+) -> None:
+    response = realtime.post(body, content_type, **headers)
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert message in response.json()["error"]
+
+
+def test_workers_survive_bad_requests(realtime: Server) -> None:
+    """Runs after test_bad_requests (file order): every worker booted once, none died."""
+    for _ in range(3):
+        assert realtime.post(orjson.dumps({"instances": [PAIR]})).status_code == 200
+    log = realtime.log_text()
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert log.count("Booting worker") == workers, log
+    for sign in ("WORKER TIMEOUT", "Worker exiting", "Traceback", "Internal error"):
+        assert sign not in log, log
+
+
+# --- batch transform ------------------------------------------------------------------------------
+
+
+def test_execution_parameters_defaults(realtime: Server) -> None:
+    response = realtime.get("/execution-parameters")
+    assert response.status_code == 200
+    workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert response.json() == {"MaxConcurrentTransforms": workers, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 6}
+
+
+def test_execution_parameters_from_env(batch: Server) -> None:
+    response = batch.get("/execution-parameters")
+    assert response.json() == {"MaxConcurrentTransforms": 3, "BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 20}
+
+
+def test_batch_transform_round_trip(batch: Server) -> None:
+    """A multi-megabyte SplitType=Line mini-batch: one output line per input line, in order."""
+    count = 200_000
+    records = [{"in0": [i % 11000, (i * 7) % 11000], "in1": [(i * 3) % 4000] * (1 + i % 5)} for i in range(count)]
+    body = b"".join(orjson.dumps(record) + b"\n" for record in records)
+    assert 6 * 2**20 < len(body) < 20 * 2**20
+    response = batch.post(body, "application/jsonlines")  # no Accept, as in the real algorithm's notebooks
+    assert response.status_code == 200, response.text[:500]
+    assert response.headers["Content-Type"].startswith("application/jsonlines")
+    lines = response.content.splitlines()
+    assert len(lines) == count
+    for index in (0, 1, 4999, 77_777, count - 1):
+        single = batch.post(orjson.dumps(records[index]), "application/jsonlines", Accept="application/jsonlines")
+        expected = orjson.loads(single.content)
+        assert set(orjson.loads(lines[index])) == {"scores"}
+        assert orjson.loads(lines[index])["scores"] == pytest.approx(expected["scores"], abs=1e-5)
+
+
+def test_batch_body_limit_is_max_payload(batch: Server) -> None:
+    line = orjson.dumps(PAIR) + b"\n"
+    body = line * (20 * 2**20 // len(line) + 1)  # just over MaxPayloadInMB=20
+    response = batch.post(body, "application/jsonlines")
+    assert response.status_code == 413
+    assert "MaxPayloadInMB" in response.json()["error"]
+
+
+# --- shutdown --------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_the_server_quickly(serving_base_dirs: dict[str, Path], tmp_path: Path) -> None:
+    server = start_server(serving_base_dirs["softmax"], tmp_path / "serve.log", MODEL_SERVER_WORKERS="1")
+    assert server.post(orjson.dumps({"instances": [PAIR]})).status_code == 200
+    start = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    code = server.process.wait(timeout=20)
+    elapsed = time.monotonic() - start
+    assert code == 0, server.log_text()
+    assert elapsed < 10, f"took {elapsed:.1f} s"
