@@ -223,9 +223,12 @@ class Predictor:
 
     def _chunks(self, lengths: list[torch.Tensor], costs: list[int]) -> list[torch.Tensor]:
         """Index chunks in order of padded cost, each within CHUNK_ROWS and CHUNK_ELEMENTS."""
+        count = int(lengths[0].shape[0])
+        width = sum(max(int(n.max()), 1) * cost for n, cost in zip(lengths, costs, strict=True))
+        if count <= CHUNK_ROWS and count * (width + self.row_cost) <= CHUNK_ELEMENTS:
+            return [torch.arange(count)]  # the common real-time case: one forward, no sorting
         key = sum(length * cost for length, cost in zip(lengths, costs, strict=True))
         order = torch.argsort(key, stable=True)
-        count = int(order.shape[0])
         chunks = []
         start = 0
         while start < count:

@@ -1,0 +1,192 @@
+"""Load benchmark of `serve`: the real gunicorn server on loopback against the bare predictor.
+
+Reports
+  (a) single-instance request latency, p50 and p99 (one client, sequential requests);
+  (b) records/second for 6 MB JSON Lines pair-scoring payloads, with as many concurrent clients
+      as the server has workers (what MaxConcurrentTransforms asks of a batch transform);
+  (c) the in-process records/second of the same predictor on the same records, no HTTP:
+      (c1) predictor.predict on already-decoded instances, (c2) decode + predict + encode;
+  and (b) / (c1), (b) / (c2).
+
+    PYTHONPATH=container python benchmarks/serve_load.py [--requests 2000] [--payloads 6]
+
+Targets on 2 cores (pooled_embedding): p50 <= 3 ms, p99 <= 10 ms, (b) >= 50% of (c).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "container"))
+
+from object2vec.config import Hyperparameters  # noqa: E402
+from object2vec.environment import available_cpus  # noqa: E402
+from object2vec.model.io import save_model  # noqa: E402
+from object2vec.model.object2vec import Object2VecModel  # noqa: E402
+from object2vec.serving.codec import OutputFormat, decode_request, encode_response  # noqa: E402
+from object2vec.serving.predictor import Predictor  # noqa: E402
+
+logger = logging.getLogger("serve_load")
+
+VOCAB = 10_000
+MAX_LEN = 50
+HYPERPARAMETERS = {
+    "enc0_network": "pooled_embedding",
+    "enc1_network": "pooled_embedding",
+    "enc0_vocab_size": VOCAB,
+    "enc1_vocab_size": VOCAB,
+    "enc0_max_seq_len": MAX_LEN,
+    "enc1_max_seq_len": MAX_LEN,
+    "enc0_token_embedding_dim": 128,
+    "enc1_token_embedding_dim": 128,
+    "enc_dim": 128,
+    "mlp_dim": 128,
+    "mlp_layers": 1,
+    "output_layer": "softmax",
+    "num_classes": 2,
+}
+PAYLOAD_BYTES = 6 * 2**20 - 1024  # just under the 6 MB limit
+
+
+def make_payload(rng: np.random.Generator) -> tuple[bytes, int]:
+    """JSON Lines pairs of 1..20 ids each, up to PAYLOAD_BYTES."""
+    lines = []
+    size = 0
+    while True:
+        record = {
+            "in0": rng.integers(0, VOCAB, int(rng.integers(1, 21))).tolist(),
+            "in1": rng.integers(0, VOCAB, int(rng.integers(1, 21))).tolist(),
+        }
+        line = orjson.dumps(record) + b"\n"
+        if size + len(line) > PAYLOAD_BYTES:
+            return b"".join(lines), len(lines)
+        lines.append(line)
+        size += len(line)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def post(port: int, body: bytes, content_type: str, accept: str) -> bytes:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.request("POST", "/invocations", body, {"Content-Type": content_type, "Accept": accept})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    if response.status != 200:
+        raise RuntimeError(f"{response.status}: {data[:300]!r}")
+    return data
+
+
+def start_server(base: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_BIND_TO_PORT": str(port)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "container"), os.environ.get("PYTHONPATH")]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "object2vec", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/ping")
+            if connection.getresponse().status == 200:
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("serve did not become ready")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="single-instance requests for (a)")
+    parser.add_argument("--payloads", type=int, default=6, help="6 MB payloads for (b) and (c)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import torch
+
+    cores = available_cpus()
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    base = Path(tempfile.mkdtemp(prefix="serve_load_"))
+    save_model(Object2VecModel(Hyperparameters.from_dict(HYPERPARAMETERS)), base / "model")
+    payload, records = make_payload(rng)
+    logger.info("cores %d; payload %.2f MiB, %d pair records", cores, len(payload) / 2**20, records)
+
+    port = free_port()
+    server = start_server(base, port)
+    try:
+        # (a) latency of one-instance requests, one client.
+        single = orjson.dumps({"instances": [{"in0": [1, 2, 3, 4, 5], "in1": [6, 7, 8]}]})
+        for _ in range(200):
+            post(port, single, "application/json", "application/json")
+        latencies = []
+        for _ in range(args.requests):
+            start = time.perf_counter()
+            post(port, single, "application/json", "application/json")
+            latencies.append(time.perf_counter() - start)
+        p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
+
+        # (b) 6 MB JSON Lines payloads, one client per worker (workers = cores by default).
+        post(port, payload, "application/jsonlines", "application/jsonlines")  # warm-up
+        start = time.perf_counter()
+        with ThreadPoolExecutor(cores) as pool:
+            outputs = list(
+                pool.map(
+                    lambda _: post(port, payload, "application/jsonlines", "application/jsonlines"),
+                    range(args.payloads),
+                )
+            )
+        http_rate = records * args.payloads / (time.perf_counter() - start)
+        assert all(output.count(b"\n") == records for output in outputs)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+    # (c) the same predictor in this process, with all the cores the server's workers share.
+    torch.set_num_threads(cores)
+    predictor = Predictor.load(base / "model", device="cpu")
+    decoded = decode_request(payload, "application/jsonlines")
+    predictor.predict(decoded.instances)  # warm-up
+    start = time.perf_counter()
+    for _ in range(args.payloads):
+        predictor.predict(decoded.instances, check_booleans=decoded.may_contain_booleans)
+    bare_rate = records * args.payloads / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(args.payloads):
+        request = decode_request(payload, "application/jsonlines")
+        prediction = predictor.predict(request.instances, check_booleans=request.may_contain_booleans)
+        encode_response(prediction, OutputFormat("application/jsonlines"))
+    full_rate = records * args.payloads / (time.perf_counter() - start)
+
+    logger.info("(a) single-instance latency: p50 %.2f ms, p99 %.2f ms (%d requests)", p50, p99, args.requests)
+    logger.info(
+        "(b) HTTP, 6 MB JSON Lines pairs: %.0f records/s (%d payloads, %d clients)", http_rate, args.payloads, cores
+    )
+    logger.info("(c1) in-process predictor.predict on decoded instances: %.0f records/s", bare_rate)
+    logger.info("(c2) in-process decode + predict + encode: %.0f records/s", full_rate)
+    logger.info("(b)/(c1) = %.0f%%, (b)/(c2) = %.0f%%", 100 * http_rate / bare_rate, 100 * http_rate / full_rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
