@@ -64,8 +64,7 @@ RUN grep -v -E '^torch([=<>~! ]|$)' /tmp/build/requirements.txt > /tmp/build/req
 
 # The algorithm itself, importable from the venv without installing it (a .pth entry).
 COPY container/object2vec /opt/object2vec/object2vec
-RUN python3 -c 'import site; print(site.getsitepackages()[0])' \
-    | xargs -I{} sh -c 'echo /opt/object2vec > {}/object2vec.pth' \
+RUN echo /opt/object2vec > "$(python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/object2vec.pth" \
     && python3 -m compileall -q /opt/object2vec
 
 # ---- final image -------------------------------------------------------------------------

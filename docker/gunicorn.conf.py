@@ -1,0 +1,22 @@
+"""gunicorn settings for running the inference server by hand, from the repository root:
+
+    PYTHONPATH=container gunicorn -c docker/gunicorn.conf.py object2vec.serving.wsgi:app
+
+The image's `serve` applies exactly these options itself (object2vec.serving.server.gunicorn_options,
+read from the same environment variables: SAGEMAKER_BIND_TO_PORT, MODEL_SERVER_WORKERS,
+MODEL_SERVER_TIMEOUT, SAGEMAKER_BATCH, ...); this file gives a plain `gunicorn` command line the
+same behaviour, e.g. under another process manager or for debugging.
+"""
+
+import os
+
+from object2vec.serving.server import THREADS_ENV, gunicorn_options
+from object2vec.serving.settings import ServerSettings
+
+_settings = ServerSettings.from_env()
+# As `serve` does: the workers read their torch thread count from the environment.
+os.environ.setdefault(THREADS_ENV, str(_settings.threads_per_worker))
+os.environ.setdefault("OMP_NUM_THREADS", str(_settings.threads_per_worker))
+
+# gunicorn reads every module-level name that is one of its settings.
+globals().update(gunicorn_options(_settings))
