@@ -15,7 +15,7 @@ set -euo pipefail
 
 force=0
 if [[ "${1:-}" == "--force" ]]; then force=1; shift; fi
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0; fi
 image="${1:-python:3.11-slim}"
 docker_cmd="${DOCKER:-docker}"
 
