@@ -10,6 +10,8 @@ import torch
 
 from object2vec.config import Hyperparameters
 from object2vec.data.records import PairDataset, read_channel
+from object2vec.data.sampling import describe_negative_sampling
+from object2vec.data.vocab import AUXILIARY, check_auxiliary_files, initialise_token_embeddings
 from object2vec.environment import TrainingEnvironment
 from object2vec.errors import ClientError, TrainingStopped
 from object2vec.model.io import save_model
@@ -29,6 +31,7 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
     logger.info("Final configuration: %s", json.dumps(hp.to_dict(), sort_keys=True))
     check_channels(env)
     check_features_available(hp)
+    check_auxiliary_files(hp, env.channels.get(AUXILIARY))
     device = choose_device(hp)
     if device.type == "cpu":
         torch.set_num_threads(env.num_cpus)
@@ -41,6 +44,9 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
 
     model = Object2VecModel(hp).to(device)
     logger.info("Model has %d parameters", sum(p.numel() for p in model.parameters()))
+    initialise_token_embeddings(model, hp, env.channels.get(AUXILIARY))  # logs each encoder's table
+    if hp.negative_sampling_rate:
+        logger.info("%s", describe_negative_sampling(hp.negative_sampling_rate, hp.is_classification, hp.num_classes))
     trainer = Trainer(model, hp, device, env.current_host, stop)
     with stop.deferred():
         result = trainer.fit(train, validation)
@@ -85,16 +91,7 @@ def check_channels(env: TrainingEnvironment) -> None:
 
 def check_features_available(hp: Hyperparameters) -> None:
     """Features whose hyperparameters are accepted but which this version cannot run yet."""
-    missing = []
-    for index in (0, 1):
-        if hp.encoder(index).pretrained_embedding_file:
-            missing.append(f"enc{index}_pretrained_embedding_file")
-    if hp.negative_sampling_rate:
-        missing.append("negative_sampling_rate")
-    if hp.bucket_width:
-        missing.append("bucket_width")
-    if hp.token_embedding_storage_type == "row_sparse":
-        missing.append("token_embedding_storage_type=row_sparse")
+    missing: list[str] = []  # none at present: every documented feature runs
     if missing:
         raise ClientError(f"not supported by this version yet: {', '.join(missing)}; remove or reset them")
 

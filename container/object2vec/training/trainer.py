@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from object2vec.config import Hyperparameters
 from object2vec.data.batching import iterate_batches
 from object2vec.data.records import PairDataset
+from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
 from object2vec.model.object2vec import Object2VecModel
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
+from object2vec.training.optimizers import make_embedding_optimizer, needs_embedding_optimizer
 from object2vec.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ EVAL_BATCH_SIZE = 4096  # evaluation has no gradients, so larger batches are che
 
 
 def make_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if needs_embedding_optimizer(hp, model):  # row_sparse or frozen pretrained rows
+        return make_embedding_optimizer(hp, model)  # type: ignore[return-value]
     params = [p for p in model.parameters() if p.requires_grad]
     lr, decay = hp.learning_rate, hp.weight_decay
     # The fused kernels update all parameters in one pass: several times faster than the
@@ -136,7 +140,8 @@ class Trainer:
         model.train()
         accumulator = MetricAccumulator(hp.is_classification)
         start = time.perf_counter()
-        for batch in iterate_batches(train, hp.mini_batch_size, self.generator):
+        train = with_negatives(train, hp.negative_sampling_rate, self.generator)  # drawn afresh each epoch
+        for batch in iterate_batches(train, hp.mini_batch_size, self.generator, hp.bucket_width):
             if self.stop.requested:
                 return None
             batch = batch.to(self.device)

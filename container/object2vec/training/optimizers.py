@@ -1,0 +1,150 @@
+"""Optimizers for token embeddings with sparse gradients (row_sparse) or frozen pretrained rows.
+
+`trainer.make_optimizer` comes here when a token embedding needs either; otherwise its plain
+(fused) optimizers are used unchanged.
+
+Token embeddings get their own parameter group with weight_decay=0; `EmbeddingGradients` instead
+adjusts their gradients right before every step:
+- weight decay is added as in torch's (coupled, L2) optimizers, grad += weight_decay * weight;
+  for a sparse gradient only on the rows the batch used (a lazy update, like MXNet's row_sparse);
+- the gradient of every frozen row is removed, so neither the update, nor weight decay, nor
+  optimizer state (Adam's moments, Adagrad's sums) can move it: the step of each optimizer here
+  is exactly zero for a zero gradient (and a sparse gradient simply omits those rows).
+
+row_sparse: adam -> torch.optim.SparseAdam for the token embeddings (a lazy Adam: moments and
+weights of a row change only in steps that use it) plus fused Adam for the other parameters;
+adagrad and sgd take sparse gradients directly (the non-fused implementations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from object2vec.config import Hyperparameters
+from object2vec.data.vocab import FROZEN_ROWS
+
+
+def token_embeddings(model: nn.Module) -> list[nn.Embedding]:
+    """Every distinct nn.Embedding of the model (a tied table once)."""
+    seen: dict[int, nn.Embedding] = {}
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            seen.setdefault(id(module.weight), module)
+    return list(seen.values())
+
+
+def needs_embedding_optimizer(hp: Hyperparameters, model: nn.Module) -> bool:
+    return hp.token_embedding_storage_type == "row_sparse" or any(
+        getattr(e, FROZEN_ROWS, None) is not None for e in token_embeddings(model)
+    )
+
+
+class EmbeddingGradients:
+    """Weight decay and frozen rows, applied to the token embeddings' gradients before a step."""
+
+    def __init__(self, embeddings: list[nn.Embedding], weight_decay: float) -> None:
+        self.embeddings = embeddings
+        self.weight_decay = weight_decay
+
+    def __call__(self, *_: Any) -> None:  # also an optimizer step pre-hook: (optimizer, args, kwargs)
+        with torch.no_grad():
+            for embedding in self.embeddings:
+                self.adjust(embedding)
+
+    def adjust(self, embedding: nn.Embedding) -> None:
+        weight, grad = embedding.weight, embedding.weight.grad
+        if grad is None:
+            return
+        frozen: torch.Tensor | None = getattr(embedding, FROZEN_ROWS, None)
+        if grad.is_sparse:
+            grad = grad.coalesce()
+            rows, values = grad.indices()[0], grad.values()  # (n,), (n, D)
+            if self.weight_decay:
+                values = values + self.weight_decay * weight[rows]
+            if frozen is not None:
+                keep = ~frozen[rows]
+                rows, values = rows[keep], values[keep]
+            if rows.numel() == 0:
+                weight.grad = None  # nothing to update: the optimizer skips the parameter
+                return
+            weight.grad = torch.sparse_coo_tensor(
+                rows[None], values, grad.shape, is_coalesced=True, check_invariants=False
+            )
+            return
+        if self.weight_decay:
+            grad.add_(weight, alpha=self.weight_decay)
+        if frozen is not None:
+            grad.masked_fill_(frozen[:, None], 0.0)
+
+
+class OptimizerGroup:
+    """Several optimizers stepped as one (SparseAdam for the sparse tables + Adam for the rest).
+
+    Offers what training and checkpointing use: step, zero_grad, param_groups, state_dict and
+    load_state_dict (a list with one state per optimizer, in order).
+    """
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [group for optimizer in self.optimizers for group in optimizer.param_groups]
+
+    def step(self, closure: Callable[[], float] | None = None) -> None:
+        if closure is not None:
+            with torch.enable_grad():
+                closure()
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [optimizer.state_dict() for optimizer in self.optimizers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for optimizer, part in zip(self.optimizers, state["optimizers"], strict=True):
+            optimizer.load_state_dict(part)
+
+
+def make_embedding_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer | OptimizerGroup:
+    """The optimizer of `hp.optimizer` with the token embeddings handled as described above."""
+    embeddings = token_embeddings(model)
+    table_ids = {id(e.weight) for e in embeddings}
+    tables = [e.weight for e in embeddings if e.weight.requires_grad]
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in table_ids]
+    lr, decay = hp.learning_rate, hp.weight_decay
+    sparse = hp.token_embedding_storage_type == "row_sparse"
+    groups = [{"params": rest, "weight_decay": decay}, {"params": tables, "weight_decay": 0.0}]
+    optimizer: torch.optim.Optimizer
+    if hp.optimizer == "adam" and sparse:
+        sparse_adam = torch.optim.SparseAdam(tables, lr=lr)
+        sparse_adam.register_step_pre_hook(EmbeddingGradients(embeddings, decay))
+        dense_adam = torch.optim.Adam(rest, lr=lr, weight_decay=decay, fused=True)
+        return OptimizerGroup([sparse_adam, dense_adam])
+    if hp.optimizer == "adam":
+        optimizer = torch.optim.Adam(groups, lr=lr, fused=True)
+    elif hp.optimizer == "adagrad":
+        # The fused and foreach kernels take dense gradients only.
+        optimizer = (
+            torch.optim.Adagrad(groups, lr=lr, foreach=False)
+            if sparse
+            else torch.optim.Adagrad(groups, lr=lr, fused=True)
+        )
+    elif hp.optimizer == "sgd":
+        optimizer = (
+            torch.optim.SGD(groups, lr=lr, foreach=False) if sparse else torch.optim.SGD(groups, lr=lr, fused=True)
+        )
+    elif hp.optimizer == "rmsprop":
+        optimizer = torch.optim.RMSprop(groups, lr=lr)
+    else:  # adadelta: no learning rate, as in trainer.make_optimizer
+        optimizer = torch.optim.Adadelta(groups, lr=1.0)
+    optimizer.register_step_pre_hook(EmbeddingGradients(embeddings, decay))
+    return optimizer
