@@ -1,0 +1,170 @@
+"""The entry points: command dispatch and usage, and train_main's failure file and exit codes."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from object2vec import cli
+from object2vec.environment import TrainingEnvironment
+from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
+
+
+@pytest.fixture
+def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """SAGEMAKER_BASE_DIR in tmp_path; the logging and signal handlers train_main installs are undone."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    signals = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path / "opt_ml"))
+    try:
+        yield tmp_path / "opt_ml"
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for signum, handler in signals.items():
+            signal.signal(signum, handler)
+
+
+@pytest.fixture
+def job(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Replaces the environment and the job: set job["raise"] to make the job fail."""
+    state: dict[str, Any] = {"raise": None, "calls": 0}
+    env = object()
+
+    def run_training(given_env: Any, stop: Any) -> None:
+        assert given_env is env
+        state["calls"] += 1
+        if state["raise"] is not None:
+            raise state["raise"]
+
+    monkeypatch.setattr(TrainingEnvironment, "from_sagemaker", classmethod(lambda cls: env))
+    monkeypatch.setattr("object2vec.training.job.run_training", run_training)
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# main()
+
+
+@pytest.mark.parametrize(("argv", "code"), [([], 2), (["-h"], 0), (["--help"], 0)])
+def test_usage(capsys: pytest.CaptureFixture[str], argv: list[str], code: int) -> None:
+    assert cli.main(argv) == code
+    assert capsys.readouterr().out == cli.USAGE + "\n"
+
+
+def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["fit", "x"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"unknown command 'fit'\n{cli.USAGE}\n" and captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("command", "target"),
+    [
+        ("train", "object2vec.cli.train_main"),
+        ("serve", "object2vec.serving.server.serve_main"),
+        ("prepare", "object2vec.prepare.cli.prepare_main"),
+    ],
+)
+def test_dispatch_passes_the_remaining_arguments(monkeypatch: pytest.MonkeyPatch, command: str, target: str) -> None:
+    calls = []
+    monkeypatch.setattr(target, lambda argv: calls.append(list(argv)) or 7)
+    assert cli.main([command, "--a", "b"]) == 7
+    assert calls == [["--a", "b"]]
+
+
+def test_main_entry_exits_with_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["object2vec", "train"])
+    monkeypatch.setattr("object2vec.cli.train_main", lambda argv: 3)
+    with pytest.raises(SystemExit) as info:
+        cli.main_entry()
+    assert info.value.code == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# train_main()
+
+
+def test_success_touches_the_success_file(base: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    (base / "output").mkdir(parents=True)
+    assert cli.train_main(["extra"]) == 0
+    assert job["calls"] == 1
+    assert (base / "output" / "success").exists() and not (base / "output" / "failure").exists()
+    assert "Ignoring arguments after 'train': extra" in capsys.readouterr().out
+
+
+def test_client_error(base: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    job["raise"] = ClientError("enc_dim=2 is out of range")
+    assert cli.train_main([]) == cli.EXIT_CLIENT_ERROR == 1
+    # The user's message and nothing else: no traceback for a user error.
+    assert (base / "output" / "failure").read_text() == "ClientError: enc_dim=2 is out of range\n"
+    out = capsys.readouterr().out
+    assert "Reporting training FAILURE: ClientError: enc_dim=2 is out of range" in out
+    assert "Traceback" not in out
+    assert not (base / "output" / "success").exists()
+
+
+def test_client_error_from_the_environment_itself(base: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # No hyperparameters.json under the base dir: the real from_sagemaker reports it.
+    assert cli.train_main([]) == 1
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(f"ClientError: {base / 'input' / 'config' / 'hyperparameters.json'} does not exist")
+    assert "Traceback" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("error", "prefix", "code"),
+    [
+        (AlgorithmError("the model has no parameters"), "AlgorithmError: the model has no parameters\n\n", 2),
+        (KeyError("enc0"), "AlgorithmError: KeyError: 'enc0'\n\n", 2),
+        (RuntimeError("CUDA error: out of memory"), "AlgorithmError: RuntimeError: CUDA error: out of memory\n\n", 2),
+        (TrainingStopped("training stopped by SIGTERM after 2 epochs"), "TrainingStopped: training stopped by", 143),
+    ],
+)
+def test_other_failures(base: Path, job: dict[str, Any], error: Exception, prefix: str, code: int) -> None:
+    job["raise"] = error
+    assert cli.train_main([]) == code
+    failure = (base / "output" / "failure").read_text()
+    assert failure.startswith(prefix)  # the message comes first: SageMaker shows 1024 characters
+    if isinstance(error, TrainingStopped):
+        assert failure == f"TrainingStopped: {error}\n"
+    else:
+        assert "Traceback (most recent call last):" in failure  # details after the message
+
+
+def test_exit_codes() -> None:
+    assert (cli.EXIT_CLIENT_ERROR, cli.EXIT_ALGORITHM_ERROR, cli.EXIT_STOPPED) == (1, 2, 143)
+
+
+def test_long_messages_are_written_whole_with_a_warning(
+    base: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    job["raise"] = ClientError("x" * 2000)
+    assert cli.train_main([]) == 1
+    assert (base / "output" / "failure").read_text() == "ClientError: " + "x" * 2000 + "\n"
+    assert "longer than the 1024 characters SageMaker shows" in capsys.readouterr().out
+
+
+def test_an_unwritable_failure_file_is_logged(
+    base: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base.mkdir()
+    (base / "output").write_text("not a folder")
+    job["raise"] = ClientError("bad")
+    assert cli.train_main([]) == 1
+    assert f"Could not write {base / 'output' / 'failure'}" in capsys.readouterr().out
+
+
+def test_logging_goes_to_stdout_in_the_builtin_style(
+    base: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    job["raise"] = ClientError("bad")
+    cli.train_main([])
+    line = next(x for x in capsys.readouterr().out.splitlines() if "Reporting training FAILURE" in x)
+    assert line.startswith("[") and " ERROR object2vec.cli] Reporting training FAILURE: ClientError: bad" in line

@@ -1,0 +1,142 @@
+"""Object2VecModel: output shapes, the MLP, tied and copied embeddings, predict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from object2vec.config import Hyperparameters
+from object2vec.model.object2vec import EMBEDDING_INIT_STD, Object2VecModel
+
+BASE: dict[str, Any] = {
+    "enc0_network": "pooled_embedding",
+    "enc0_vocab_size": 30,
+    "enc0_max_seq_len": 6,
+    "enc0_token_embedding_dim": 4,
+    "enc_dim": 6,
+    "mlp_dim": 5,
+    "mlp_layers": 2,
+    "num_classes": 3,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: intra-op threads only add synchronisation, which on a busy shared machine
+    makes these tests many times slower. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_model(**changes: Any) -> Object2VecModel:
+    torch.manual_seed(0)
+    return Object2VecModel(Hyperparameters.from_dict({**BASE, **changes})).eval()
+
+
+def inputs(batch: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    in0 = torch.randint(0, 30, (batch, 6), generator=generator)
+    in1 = torch.randint(0, 30, (batch, 5), generator=generator)
+    len0 = torch.tensor([6, 1, 0, 3][:batch])
+    len1 = torch.tensor([5, 5, 2, 0][:batch])
+    return in0, len0, in1, len1
+
+
+def linear_widths(model: Object2VecModel) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in model.mlp if isinstance(m, nn.Linear)]
+
+
+@pytest.mark.parametrize("network", ["pooled_embedding", "hcnn", "bilstm"])
+@pytest.mark.parametrize(("output_layer", "width"), [("softmax", 3), ("mean_squared_error", 1)])
+def test_forward_shapes(network: str, output_layer: str, width: int) -> None:
+    model = make_model(enc0_network=network, enc0_layers=1, output_layer=output_layer)
+    with torch.no_grad():
+        out = model(*inputs())
+        embedding = model.encode(1, *inputs()[2:])
+    assert out.shape == (4, width) and torch.isfinite(out).all()
+    assert embedding.shape == (4, 6)
+
+
+@pytest.mark.parametrize(
+    ("mlp_layers", "comparators", "widths"),
+    [
+        (0, "hadamard", [(6, 3)]),
+        (0, "concat,abs_diff", [(18, 3)]),
+        (1, "hadamard,concat,abs_diff", [(24, 5), (5, 3)]),
+        (3, "abs_diff", [(6, 5), (5, 5), (5, 5), (5, 3)]),
+    ],
+)
+def test_mlp_layers_and_comparator_width(mlp_layers: int, comparators: str, widths: list[tuple[int, int]]) -> None:
+    model = make_model(mlp_layers=mlp_layers, comparator_list=comparators)
+    assert linear_widths(model) == widths
+    assert model(*inputs()).shape == (4, 3)
+
+
+@pytest.mark.parametrize(("activation", "kind"), [("tanh", nn.Tanh), ("relu", nn.ReLU), ("linear", nn.Identity)])
+def test_mlp_activation_and_dropout(activation: str, kind: type[nn.Module]) -> None:
+    model = make_model(mlp_activation=activation, mlp_layers=2, dropout=0.25)
+    kinds = [type(m) for m in model.mlp]
+    assert kinds == [nn.Linear, kind, nn.Dropout, nn.Linear, kind, nn.Dropout, nn.Linear]
+    assert all(m.p == 0.25 for m in model.mlp if isinstance(m, nn.Dropout))
+
+
+def test_relu_mlp_outputs_depend_on_the_activation() -> None:
+    x = inputs()
+    with torch.no_grad():
+        assert not torch.allclose(make_model(mlp_activation="relu")(*x), make_model(mlp_activation="linear")(*x))
+
+
+def test_tied_token_embedding_is_one_shared_tensor() -> None:
+    model = make_model(tied_token_embedding_weight="true")
+    assert model.token_embedding(0) is model.token_embedding(1)
+    tables = [p for name, p in model.named_parameters() if "embedding" in name]
+    assert len(tables) == 1  # named_parameters lists a shared tensor once
+    # Changing one encoder's table changes the other's: they are the same storage.
+    with torch.no_grad():
+        model.token_embedding(0).weight.add_(1.0)
+    assert torch.equal(model.token_embedding(1).weight, model.token_embedding(0).weight)
+
+
+def test_enc1_network_enc0_copies_settings_not_weights() -> None:
+    model = make_model()  # enc1_network defaults to enc0
+    emb0, emb1 = model.token_embedding(0), model.token_embedding(1)
+    assert emb0 is not emb1
+    assert emb0.weight.data_ptr() != emb1.weight.data_ptr()
+    assert emb0.weight.shape == emb1.weight.shape == (30, 4)
+    assert not torch.equal(emb0.weight, emb1.weight)  # drawn independently
+    assert type(model.encoders[0]) is type(model.encoders[1])
+
+
+def test_untied_encoders_have_their_own_sizes() -> None:
+    model = make_model(enc1_network="bilstm", enc1_vocab_size=12, enc1_max_seq_len=4, enc1_token_embedding_dim=3)
+    assert model.token_embedding(0).weight.shape == (30, 4)
+    assert model.token_embedding(1).weight.shape == (12, 3)
+    assert type(model.encoders[0]).__name__ == "PooledEmbeddingEncoder"
+    assert type(model.encoders[1]).__name__ == "BiLSTMEncoder"
+
+
+def test_token_embeddings_start_small() -> None:
+    weight = make_model(enc0_vocab_size=2000, enc0_token_embedding_dim=50).token_embedding(0).weight.detach()
+    assert abs(float(weight.std()) - EMBEDDING_INIT_STD) < 0.01
+
+
+def test_predict_gives_probabilities_for_softmax() -> None:
+    model = make_model()
+    with torch.no_grad():
+        scores = model.predict(*inputs())
+        logits = model(*inputs())
+    assert scores.shape == (4, 3) and (scores >= 0).all()
+    torch.testing.assert_close(scores.sum(dim=1), torch.ones(4))
+    torch.testing.assert_close(scores, torch.softmax(logits, dim=1))
+
+
+def test_predict_gives_raw_values_for_regression() -> None:
+    model = make_model(output_layer="mean_squared_error")
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(*inputs()), model(*inputs()))

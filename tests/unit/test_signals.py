@@ -1,0 +1,69 @@
+"""StopSignal: a real SIGTERM/SIGINT raises TrainingStopped, or only sets a flag inside deferred()."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from object2vec.errors import TrainingStopped
+from object2vec.training.signals import StopSignal
+
+SIGNALS = [signal.SIGTERM, signal.SIGINT]
+
+
+@pytest.fixture
+def stop() -> Iterator[StopSignal]:
+    """StopSignal.install() with the process's previous handlers restored afterwards."""
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
+    try:
+        yield StopSignal.install()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def deliver(signum: int) -> None:
+    """Send a real signal to this process and give the interpreter a moment to run the handler."""
+    os.kill(os.getpid(), signum)
+    for _ in range(20):  # the handler runs between bytecodes of the main thread
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_outside_deferred_raises(stop: StopSignal, signum: int) -> None:
+    name = signal.Signals(signum).name
+    with pytest.raises(TrainingStopped, match=f"training stopped by {name} before the first epoch ended"):
+        deliver(signum)
+    assert stop.requested == name
+
+
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_inside_deferred_only_sets_the_flag(stop: StopSignal, signum: int) -> None:
+    assert stop.requested is None
+    with stop.deferred():
+        deliver(signum)  # no exception
+        assert stop.requested == signal.Signals(signum).name
+    assert stop.requested == signal.Signals(signum).name  # still visible after the block
+
+
+def test_deferred_ends_even_when_its_block_raises(stop: StopSignal) -> None:
+    with pytest.raises(ValueError), stop.deferred():
+        raise ValueError("boom")
+    with pytest.raises(TrainingStopped):
+        deliver(signal.SIGTERM)
+
+
+def test_signals_raise_again_after_the_deferred_block(stop: StopSignal) -> None:
+    with stop.deferred():
+        deliver(signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match="SIGINT"):
+        deliver(signal.SIGINT)
+    assert stop.requested == "SIGINT"  # the latest signal
+
+
+def test_a_new_stop_signal_has_no_request() -> None:
+    assert StopSignal().requested is None

@@ -1,0 +1,232 @@
+"""Trainer.fit: learning, early stopping, best-epoch state, stop requests, optimizers, divergence, seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+
+from object2vec.config import OPTIMIZERS, Hyperparameters
+from object2vec.data.records import PairDataset, TokenSequences
+from object2vec.errors import ClientError
+from object2vec.model.object2vec import Object2VecModel
+from object2vec.training.signals import StopSignal
+from object2vec.training.trainer import Trainer
+
+CPU = torch.device("cpu")
+BASE: dict[str, Any] = {
+    "enc0_network": "pooled_embedding",
+    "enc0_vocab_size": 12,
+    "enc0_max_seq_len": 4,
+    "enc0_token_embedding_dim": 4,
+    "enc_dim": 4,
+    "mlp_dim": 4,
+    "mlp_layers": 1,
+    "mini_batch_size": 8,
+    "learning_rate": 0.05,
+    "epochs": 8,
+    "early_stopping_patience": 5,
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: intra-op threads only add synchronisation, which on a busy shared machine
+    makes these tests many times slower. Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def hyperparameters(**changes: Any) -> Hyperparameters:
+    return Hyperparameters.from_dict({**BASE, **changes})
+
+
+def separable(size: int = 48, regression: bool = False, offset: int = 0) -> PairDataset:
+    """The label is the parity of the in0 token: a pooled encoder learns it in a few epochs."""
+    in0 = [[(i + offset) % 12] for i in range(size)]
+    in1 = [[(i * 5 + offset) % 12, 3] for i in range(size)]
+    labels = torch.tensor([seq[0] % 2 for seq in in0])
+    return PairDataset(
+        in0=TokenSequences.from_lists(in0),
+        in1=TokenSequences.from_lists(in1),
+        labels=labels.float() if regression else labels,
+    )
+
+
+def make_trainer(hp: Hyperparameters, stop: StopSignal | None = None, cls: type[Trainer] = Trainer) -> Trainer:
+    torch.manual_seed(hp.seed)  # as the job does before building the model
+    return cls(Object2VecModel(hp), hp, CPU, "algo-1", stop or StopSignal())
+
+
+def weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("output_layer", "loss"), [("softmax", "cross_entropy"), ("mean_squared_error", "mean_squared_error")]
+)
+def test_training_lowers_the_loss(output_layer: str, loss: str) -> None:
+    regression = output_layer == "mean_squared_error"
+    trainer = make_trainer(hyperparameters(output_layer=output_layer))
+    result = trainer.fit(separable(regression=regression), separable(24, regression, offset=1))
+    history = result.history
+    assert len(history) == result.epochs_completed == 8
+    assert history[-1][f"train:{loss}"] < 0.5 * history[0][f"train:{loss}"]
+    assert history[-1][f"validation:{loss}"] < history[0][f"validation:{loss}"]
+    if not regression:
+        assert history[-1]["validation:accuracy"] == 1.0
+    assert result.best_epoch == min(range(8), key=lambda e: history[e][f"validation:{loss}"])
+    assert result.best_loss == history[result.best_epoch][f"validation:{loss}"]
+
+
+def test_without_validation_the_train_loss_is_monitored() -> None:
+    result = make_trainer(hyperparameters(epochs=3)).fit(separable(), None)
+    assert all(set(h) == {"train:cross_entropy", "train:accuracy"} for h in result.history)
+    losses = [h["train:cross_entropy"] for h in result.history]
+    assert result.best_loss == min(losses) and result.best_epoch == losses.index(min(losses))
+
+
+@pytest.mark.parametrize("patience", [1, 2, 4])
+def test_early_stopping_when_the_loss_barely_moves(patience: int) -> None:
+    # learning_rate 1e-6 changes the loss by far less than the tolerance of 0.1: epoch 0 sets the
+    # reference and every later epoch counts as one without improvement.
+    hp = hyperparameters(learning_rate=1e-6, early_stopping_tolerance=0.1, early_stopping_patience=patience, epochs=10)
+    result = make_trainer(hp).fit(separable(16), separable(8, offset=1))
+    assert result.epochs_completed == len(result.history) == 1 + patience
+    assert result.stopped_by is None
+
+
+class ScriptedTrainer(Trainer):
+    """Replays given losses instead of training, so early stopping can be checked exactly; each
+    epoch writes its number into a weight, so the returned state tells which epoch it was."""
+
+    train_losses: list[float]
+    validation_losses: list[float] | None = None
+
+    def train_epoch(self, train: PairDataset, epoch: int, *args: Any, **kwargs: Any) -> dict[str, float]:
+        self.epoch = epoch
+        with torch.no_grad():
+            self.model.mlp[-1].bias.fill_(float(epoch))
+        return {"cross_entropy": self.train_losses[epoch], "accuracy": 0.5}
+
+    def evaluate(self, dataset: PairDataset) -> dict[str, float]:
+        assert self.validation_losses is not None
+        return {"cross_entropy": self.validation_losses[self.epoch], "accuracy": 0.5}
+
+
+def scripted(losses: list[float], validation: bool, **changes: Any) -> Any:
+    hp = hyperparameters(epochs=len(losses), early_stopping_tolerance=0.01, **changes)
+    trainer = make_trainer(hp, cls=ScriptedTrainer)
+    assert isinstance(trainer, ScriptedTrainer)
+    flat = [1.0] * len(losses)
+    trainer.train_losses = flat if validation else losses
+    trainer.validation_losses = losses if validation else None
+    return trainer.fit(separable(8), separable(8) if validation else None)
+
+
+@pytest.mark.parametrize("validation", [True, False])
+@pytest.mark.parametrize(
+    ("losses", "patience", "completed", "best"),
+    [
+        # Improvements of at least the tolerance reset the count; the last two do not: stop.
+        ([1.0, 0.5, 0.495, 0.6, 0.7, 0.1], 2, 4, 2),
+        # Small steps (below the tolerance) are counted from the reference, not from the last epoch.
+        ([1.0, 0.995, 0.991, 0.9905, 0.5], 3, 4, 3),
+        # Steady, significant improvements never stop training.
+        ([1.0, 0.9, 0.8, 0.7, 0.6], 1, 5, 4),
+        # The best epoch is kept even when later epochs are worse.
+        ([0.3, 0.4, 0.5, 0.6, 0.7], 5, 5, 0),
+        # Patience 1: the first epoch without improvement stops.
+        ([1.0, 1.2, 0.1], 1, 2, 0),
+    ],
+)
+def test_early_stopping_patience_tolerance_and_best_state(
+    losses: list[float], patience: int, completed: int, best: int, validation: bool
+) -> None:
+    result = scripted(losses, validation, early_stopping_patience=patience)
+    assert result.epochs_completed == completed
+    assert result.best_epoch == best and result.best_loss == losses[best]
+    assert result.best_state is not None
+    model = Object2VecModel(hyperparameters(epochs=len(losses)))
+    model.load_state_dict(result.best_state)
+    assert torch.all(model.mlp[-1].bias == best)  # the state of the best epoch, copied then
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_monitored_loss_is_a_client_error(bad: float) -> None:
+    with pytest.raises(ClientError, match=r"training diverged: the validation cross_entropy is (nan|inf) at epoch 1"):
+        scripted([1.0, bad, 0.5], validation=True)
+
+
+def test_real_divergence_is_a_client_error() -> None:
+    data = separable(16, regression=True)
+    data = PairDataset(data.in0, data.in1, torch.full((16,), 3e38))  # squared errors overflow float32
+    hp = hyperparameters(output_layer="mean_squared_error", epochs=2)
+    with pytest.raises(ClientError, match="training diverged: the train mean_squared_error is .* lower learning_rate"):
+        make_trainer(hp).fit(data, None)
+
+
+def stop_after_steps(trainer: Trainer, stop: StopSignal, steps: int) -> None:
+    """Request a stop (as the SIGTERM handler would) once `steps` optimizer steps have run."""
+    done = [0]
+
+    def hook(*_: Any) -> None:
+        done[0] += 1
+        if done[0] == steps:
+            stop.requested = "SIGTERM"
+
+    trainer.optimizer.register_step_post_hook(hook)
+
+
+def test_a_stop_mid_epoch_returns_stopped_by_without_a_model() -> None:
+    stop = StopSignal()
+    trainer = make_trainer(hyperparameters(mini_batch_size=4), stop)  # 12 steps an epoch
+    stop_after_steps(trainer, stop, 3)
+    result = trainer.fit(separable(), separable(8))
+    assert result.stopped_by == "SIGTERM"
+    assert result.epochs_completed == 0 and result.history == []
+    assert result.best_state is None and result.best_epoch is None
+
+
+def test_a_stop_in_a_later_epoch_keeps_the_best_model_so_far() -> None:
+    stop = StopSignal()
+    trainer = make_trainer(hyperparameters(mini_batch_size=4), stop)
+    stop_after_steps(trainer, stop, 12 * 2 + 5)  # in the middle of the third epoch
+    result = trainer.fit(separable(), separable(8))
+    assert result.stopped_by == "SIGTERM"
+    assert result.epochs_completed == 2
+    assert result.best_epoch in (0, 1) and result.best_state is not None
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_optimizer_updates_the_weights(optimizer: str) -> None:
+    trainer = make_trainer(hyperparameters(optimizer=optimizer, epochs=1, weight_decay=0.01))
+    before = weights(trainer)
+    result = trainer.fit(separable(16), None)
+    after = weights(trainer)
+    assert result.epochs_completed == 1
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert "encoders.0.embedding.weight" in changed and any(name.startswith("mlp.") for name in changed)
+    assert all(torch.isfinite(t).all() for t in after.values())
+
+
+def fitted_weights(**changes: Any) -> dict[str, torch.Tensor]:
+    trainer = make_trainer(hyperparameters(epochs=2, mini_batch_size=5, **changes))
+    result = trainer.fit(separable(), None)
+    assert result.best_state is not None
+    return result.best_state
+
+
+def test_the_same_seed_gives_identical_weights() -> None:
+    first, second = fitted_weights(), fitted_weights()
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_another_seed_gives_other_weights() -> None:
+    first, other = fitted_weights(_seed=0), fitted_weights(_seed=1)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
