@@ -92,12 +92,16 @@ class TrainingEnvironment:
         resource_file = config_dir / "resourceconfig.json"
         data_config_file = config_dir / "inputdataconfig.json"
         _check_hyperparameters_file(hyperparameters_file)
+        channels_found = _channels_from_folders(base / "input" / "data")
+        if not data_config_file.is_file() and not channels_found:
+            raise ClientError(
+                f"{data_config_file} does not exist and {base / 'input' / 'data'} has no channel folders: "
+                "the train channel is required (input/data/train/...)"
+            )
         try:
             env = sm_environment.Environment(
                 resource_config=None if resource_file.is_file() else _one_host_config(),
-                input_data_config=None
-                if data_config_file.is_file()
-                else _channels_from_folders(base / "input" / "data"),
+                input_data_config=None if data_config_file.is_file() else channels_found,
             )
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ClientError(f"cannot read the configuration in {config_dir}: {err}") from err

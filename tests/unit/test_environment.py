@@ -129,12 +129,6 @@ def test_without_inputdataconfig_every_folder_is_a_file_mode_channel(sm_base: Pa
         assert channel == Channel(name, sm_base / "input" / "data" / name, None, "File", "FullyReplicated")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG environment.py from_sagemaker: with neither inputdataconfig.json nor input/data, "
-    "_channels_from_folders returns {}, which the toolkit's Environment treats as 'not given' and "
-    "reads the missing inputdataconfig.json: FileNotFoundError (an internal error) escapes",
-)
 def test_without_any_channel_config_or_folder(sm_base: Path) -> None:
     write_config(sm_base, "hyperparameters", {})
     try:

@@ -143,12 +143,6 @@ def test_saving_again_replaces_the_model(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [WEIGHTS_FILE, CONFIG_FILE]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG io.py _atomic_path.__enter__ chmods the temp file before safetensors writes it, and "
-    "safetensors 0.8 save_model recreates the file with mode 0600, so model.safetensors is not "
-    "readable by a non-root serve",
-)
 def test_weights_are_readable_by_other_users(tmp_path: Path, umask_022: None) -> None:
     save_model(make_model(), tmp_path / "model")
     assert stat.S_IMODE((tmp_path / "model" / WEIGHTS_FILE).stat().st_mode) == 0o644
@@ -229,19 +223,12 @@ def test_weights_that_do_not_match_the_config(saved: Path, changes: dict[str, An
         load_model(saved)
 
 
-CORRUPT_WEIGHTS_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG io.py load_model catches RuntimeError/OSError/ValueError around load_safetensors, but "
-    "safetensors raises SafetensorError (an Exception subclass) for a corrupt file",
-)
-
-
 @pytest.mark.parametrize(
     "corrupt",
     [
-        pytest.param(lambda data: b"garbage" * 10, id="garbage", marks=CORRUPT_WEIGHTS_BUG),
-        pytest.param(lambda data: data[:-20], id="truncated", marks=CORRUPT_WEIGHTS_BUG),
-        pytest.param(lambda data: b"", id="empty", marks=CORRUPT_WEIGHTS_BUG),
+        pytest.param(lambda data: b"garbage" * 10, id="garbage"),
+        pytest.param(lambda data: data[:-20], id="truncated"),
+        pytest.param(lambda data: b"", id="empty"),
     ],
 )
 def test_corrupt_weights(saved: Path, corrupt: Any) -> None:
@@ -251,11 +238,6 @@ def test_corrupt_weights(saved: Path, corrupt: Any) -> None:
         load_model(saved)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG io.py load_model: a model_config.json that is not an object, or has no "
-    '"hyperparameters", raises AttributeError/KeyError instead of a ClientError',
-)
 @pytest.mark.parametrize("text", ["[1]", json.dumps({"format_version": 1})])
 def test_config_without_hyperparameters(saved: Path, text: str) -> None:
     (saved / CONFIG_FILE).write_text(text)

@@ -243,13 +243,6 @@ def test_ids_are_checked_before_truncation(tmp_path: Path) -> None:
     assert 'Vocab id "99"' in read_error(tmp_path)
 
 
-LABEL_BLAME_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG records.py check_labels: a list or object label makes np.asarray raise, every label becomes "
-    "NaN, and the first record of the file (line 1, a valid label) is reported instead of the bad one",
-)
-
-
 @pytest.mark.parametrize(
     ("label", "shown"),
     [
@@ -259,7 +252,7 @@ LABEL_BLAME_BUG = pytest.mark.xfail(
         ("1", '"1"'),
         (True, "true"),
         (None, "null"),
-        pytest.param([0], "[0]", marks=LABEL_BLAME_BUG),
+        pytest.param([0], "[0]"),
     ],
 )
 def test_bad_softmax_labels(tmp_path: Path, label: Any, shown: str) -> None:
@@ -272,7 +265,7 @@ def test_bad_softmax_labels(tmp_path: Path, label: Any, shown: str) -> None:
 
 @pytest.mark.parametrize(
     ("label", "shown"),
-    [("0.5", '"0.5"'), (False, "false"), (None, "null"), pytest.param({}, "{}", marks=LABEL_BLAME_BUG)],
+    [("0.5", '"0.5"'), (False, "false"), (None, "null"), pytest.param({}, "{}")],
 )
 def test_bad_regression_labels(tmp_path: Path, label: Any, shown: str) -> None:
     write(tmp_path, "data.jsonl", line(label=0.5), line(label=label))
@@ -325,32 +318,17 @@ def test_truncated_gzip_file(tmp_path: Path) -> None:
     assert read_error(tmp_path).startswith("channel train, file data.jsonl.gz: cannot be read")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG records.py _RecordReader.read catches only OSError/EOFError; a corrupt deflate stream "
-    "raises zlib.error, which escapes as an internal error instead of a ClientError",
-)
 def test_corrupt_gzip_file(tmp_path: Path) -> None:
     (tmp_path / "data.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"garbage" * 4)
     assert read_error(tmp_path).startswith("channel train, file data.jsonl.gz: cannot be read")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG records.py check_ids: ids beyond int64 make an object array; _first_record_with finds no "
-    "non-int value and raises StopIteration instead of a ClientError",
-)
 def test_id_beyond_int64(tmp_path: Path) -> None:
     write(tmp_path, "data.jsonl", '{"in0": [9223372036854775808, 1], "in1": [1], "label": 0}')
     message = read_error(tmp_path)
     assert message.startswith("Inconsistent vocab for in0 found.") or "integer token ids" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG records.py check_ids: np.asarray([1, true]) is an int array, so a JSON boolean mixed "
-    "with integer ids is silently read as id 1",
-)
 def test_boolean_id_among_integers(tmp_path: Path) -> None:
     write(tmp_path, "data.jsonl", '{"in0": [1, true], "in1": [1], "label": 0}')
     assert 'record "in0" must hold integer token ids only' in read_error(tmp_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -176,7 +177,7 @@ class _RecordReader:
                     lengths[side].append(len(sequence))
                 labels.append(record["label"])
                 line_numbers.append(line_number)
-        except (OSError, EOFError) as err:  # a corrupt gzip stream, for instance
+        except (OSError, EOFError, zlib.error) as err:  # a corrupt gzip stream, for instance
             raise ClientError(f"channel {self.channel}, file {name}: cannot be read: {err}") from err
         if not labels:
             return
@@ -211,19 +212,20 @@ class _RecordReader:
         """Bulk type and range check of one input's ids; locate the first bad one by record."""
         key = INPUT_KEYS[side]
         lengths_array = np.asarray(lengths, dtype=np.int64)
-        try:
-            values = np.asarray(flat) if flat else np.zeros(0, dtype=np.int64)
-        except (ValueError, OverflowError):
-            values = np.asarray([0.5])  # forces the slow path below, which names the line
-        if values.dtype.kind not in "iu" or values.ndim != 1:
+        vocab_size = self.hp.encoder(side).vocab_size
+        # set(map(type, ...)) runs in C: it catches floats, strings and booleans (which numpy
+        # would silently turn into ids) before the bulk conversion.
+        if flat and set(map(type, flat)) != {int}:
             record = _first_record_with(flat, lengths_array, lambda v: type(v) is not int)
             self.fail(name, int(lines[record]), f'"{key}" must hold integer token ids only')
-        values = values.astype(np.int64, copy=False)
-        vocab_size = self.hp.encoder(side).vocab_size
+        try:
+            values = np.asarray(flat, dtype=np.int64) if flat else np.zeros(0, dtype=np.int64)
+        except OverflowError:  # an id beyond 64 bits is certainly beyond the vocabulary
+            values = np.asarray([min(max(v, -1), vocab_size) for v in flat], dtype=np.int64)
         bad = np.flatnonzero((values < 0) | (values >= vocab_size))
         if bad.size:
             record = int(np.searchsorted(np.cumsum(lengths_array), bad[0], side="right"))
-            value = int(values[bad[0]])
+            value = int(flat[bad[0]])
             problem = (
                 f'Vocab id "{value}" is negative'
                 if value < 0
@@ -243,8 +245,8 @@ class _RecordReader:
 
         try:
             array = np.asarray(labels, dtype=np.float64)
-        except (ValueError, TypeError):
-            array = np.full(len(labels), np.nan)
+        except (ValueError, TypeError):  # a list or object among them: mark only those
+            array = np.asarray([v if is_number(v) else np.nan for v in labels], dtype=np.float64)
         if self.hp.is_classification:
             num_classes = self.hp.num_classes
             ok = np.isfinite(array) & (array == np.round(array)) & (array >= 0) & (array < num_classes)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model as load_safetensors
 from safetensors.torch import save_model as save_safetensors
 
@@ -64,6 +65,8 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
         config = json.loads(config_path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
         raise ClientError(f"{config_path} is not valid JSON: {err}") from err
+    if not isinstance(config, dict) or not isinstance(config.get("hyperparameters"), dict):
+        raise ClientError(f'{config_path} is not a model config: it has no "hyperparameters" object')
     version = config.get("format_version")
     if version != FORMAT_VERSION:
         raise ClientError(f"{config_path} has format_version {version!r}; this release reads version {FORMAT_VERSION}")
@@ -71,7 +74,7 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
     model = Object2VecModel(hp)
     try:
         load_safetensors(model, str(weights_path), strict=True, device=str(device))
-    except (RuntimeError, OSError, ValueError) as err:
+    except (RuntimeError, OSError, ValueError, SafetensorError) as err:
         raise ClientError(f"{weights_path} does not match {config_path}: {err}") from err
     model.to(device).eval()
     info = {k: v for k, v in config.items() if k != "hyperparameters"}
@@ -88,14 +91,15 @@ class _atomic_path:
         fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", dir=self.target.parent)
         os.close(fd)
         self.tmp = Path(name)
-        # mkstemp makes the file private; a model must be readable by a non-root `serve`.
-        umask = os.umask(0)
-        os.umask(umask)
-        self.tmp.chmod(0o666 & ~umask)
         return self.tmp
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         if exc_type is None:
+            # mkstemp makes the file private (and writers may recreate it): set the mode the
+            # umask gives any new file, so a non-root `serve` can read the model.
+            umask = os.umask(0)
+            os.umask(umask)
+            self.tmp.chmod(0o666 & ~umask)
             os.replace(self.tmp, self.target)
         else:
             self.tmp.unlink(missing_ok=True)
