@@ -89,13 +89,12 @@ class PairDataset:
 
 
 def read_channel(channel: Channel, hp: Hyperparameters) -> PairDataset:
-    """Every record of a File-mode channel, validated against the hyperparameters."""
+    """Every record of a channel (File or FastFile; Pipe: its first pass), validated against the hyperparameters."""
     check_content_type(channel)
-    if channel.input_mode == "Pipe":
-        raise ClientError(
-            f"channel {channel.name} uses TrainingInputMode=Pipe, which this version does not "
-            "read: use File or FastFile"
-        )
+    if channel.input_mode == "Pipe":  # FIFOs <channel>_0, _1, ...: this reads the first pass
+        from object2vec.data.pipe import read_pipe
+
+        return read_pipe(channel, hp)
     files = list_data_files(channel.path)
     if not files:
         raise ClientError(

@@ -9,6 +9,7 @@ import time
 import torch
 
 from object2vec.config import Hyperparameters
+from object2vec.data.pipe import PipeEpochs
 from object2vec.data.records import PairDataset, read_channel
 from object2vec.data.sampling import describe_negative_sampling
 from object2vec.data.vocab import AUXILIARY, check_auxiliary_files, initialise_token_embeddings
@@ -16,6 +17,8 @@ from object2vec.environment import TrainingEnvironment
 from object2vec.errors import ClientError, TrainingStopped
 from object2vec.model.io import save_model
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.training.checkpoint import Checkpointer, CheckpointStore
+from object2vec.training.distributed import Distributed, Topology, connect, plan_topology, run_local_processes
 from object2vec.training.metrics import log_quality
 from object2vec.training.signals import StopSignal
 from object2vec.training.trainer import Trainer
@@ -32,24 +35,51 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
     check_channels(env)
     check_features_available(hp)
     check_auxiliary_files(hp, env.channels.get(AUXILIARY))
-    device = choose_device(hp)
+    topology = plan_topology(env, hp)
+    if topology.processes_per_host > 1:  # one process per GPU, each running train_process
+        run_local_processes(train_process, env, stop, topology)
+        return
+    train_process(env, stop, topology, 0, hp, started)
+
+
+def train_process(
+    env: TrainingEnvironment,
+    stop: StopSignal,
+    topology: Topology,
+    local_rank: int,
+    hp: Hyperparameters | None = None,
+    started: float | None = None,
+) -> None:
+    """One process of the job: the whole job on a host with one device, one rank of it otherwise."""
+    started = started or time.time()
+    hp = hp or Hyperparameters.from_dict(env.hyperparameters)
+    with connect(topology, local_rank) as dist:
+        train_with(env, stop, hp, dist, started)
+
+
+def train_with(
+    env: TrainingEnvironment, stop: StopSignal, hp: Hyperparameters, dist: Distributed, started: float
+) -> None:
+    device = dist.device
     if device.type == "cpu":
-        torch.set_num_threads(env.num_cpus)
+        torch.set_num_threads(max(env.num_cpus // dist.local_size, 1))
     logger.info("Training on %s with %d CPU thread(s)", device, torch.get_num_threads())
     torch.manual_seed(hp.seed)
 
-    train = read_channel(env.channels["train"], hp)
-    validation = read_optional_channel(env, "validation", hp)
-    test = read_optional_channel(env, "test", hp)
+    train = read_train_channel(env, hp, stop)
+    validation = shard(dist, env, "validation", read_optional_channel(env, "validation", hp))
+    test = shard(dist, env, "test", read_optional_channel(env, "test", hp))
 
     model = Object2VecModel(hp).to(device)
     logger.info("Model has %d parameters", sum(p.numel() for p in model.parameters()))
     initialise_token_embeddings(model, hp, env.channels.get(AUXILIARY))  # logs each encoder's table
     if hp.negative_sampling_rate:
         logger.info("%s", describe_negative_sampling(hp.negative_sampling_rate, hp.is_classification, hp.num_classes))
-    trainer = Trainer(model, hp, device, env.current_host, stop)
+    store = CheckpointStore(env.checkpoint_dir, env.current_host) if env.checkpoint_dir.is_dir() else None
+    checkpointer = Checkpointer(store, dist, hp.to_dict())
+    trainer = Trainer(model, hp, device, env.current_host, stop, dist, checkpointer, env.channels["train"].distribution)
     with stop.deferred():
-        result = trainer.fit(train, validation)
+        result = trainer.fit(train, validation, checkpointer.resume(trainer))
         if result.best_state is None:
             raise TrainingStopped(
                 f"training stopped by {result.stopped_by} before the first epoch ended; no model saved"
@@ -65,7 +95,8 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
             }
         }
         if result.stopped_by:
-            save_model(model, env.model_dir, info)
+            if dist.is_master:
+                save_model(model, env.model_dir, info)
             raise TrainingStopped(
                 f"training stopped by {result.stopped_by} after {result.epochs_completed} complete epoch(s); "
                 f"the best model so far (epoch {result.best_epoch}) was saved to {env.model_dir}"
@@ -73,7 +104,9 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
         if test is not None:
             for name, value in trainer.evaluate(test).items():
                 log_quality(env.current_host, "test", name, value)
-        save_model(model, env.model_dir, info)
+        if dist.is_master:  # one model for the whole job
+            save_model(model, env.model_dir, info)
+        dist.barrier()
     logger.info(
         "Saved the model of epoch %d to %s (%.1f s in all)", result.best_epoch, env.model_dir, time.time() - started
     )
@@ -96,16 +129,20 @@ def check_features_available(hp: Hyperparameters) -> None:
         raise ClientError(f"not supported by this version yet: {', '.join(missing)}; remove or reset them")
 
 
+def read_train_channel(env: TrainingEnvironment, hp: Hyperparameters, stop: StopSignal) -> PairDataset | PipeEpochs:
+    """In Pipe mode, one FIFO per epoch: the records are read as each epoch begins."""
+    channel = env.channels["train"]
+    return PipeEpochs(channel, hp, stop) if channel.input_mode == "Pipe" else read_channel(channel, hp)
+
+
+def shard(dist: Distributed, env: TrainingEnvironment, name: str, dataset: PairDataset | None) -> PairDataset | None:
+    """This process's part of an evaluation channel (the metrics are all-reduced)."""
+    return dist.shard(dataset, env.channels[name].distribution) if dataset is not None else None
+
+
 def read_optional_channel(env: TrainingEnvironment, name: str, hp: Hyperparameters) -> PairDataset | None:
     channel = env.channels.get(name)
     return read_channel(channel, hp) if channel is not None else None
-
-
-def choose_device(hp: Hyperparameters) -> torch.device:
-    """CUDA when present and not switched off with _num_gpus=0, else the CPU."""
-    if hp.num_gpus == 0 or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", 0)
 
 
 def _size(dataset: PairDataset | None) -> int:

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +23,8 @@ from object2vec.data.records import PairDataset
 from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.training.checkpoint import Checkpointer, Position, Resume
+from object2vec.training.distributed import FULLY_REPLICATED, Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
 from object2vec.training.optimizers import make_embedding_optimizer, needs_embedding_optimizer
 from object2vec.training.signals import StopSignal
@@ -65,6 +68,8 @@ class FitResult:
     epochs_completed: int = 0
     stopped_by: str | None = None  # signal name when a stop was requested
     history: list[dict[str, float]] = field(default_factory=list)
+    reference: float | None = None  # early stopping: best loss at the last significant improvement
+    epochs_without_improvement: int = 0
 
 
 class Trainer:
@@ -75,8 +80,19 @@ class Trainer:
         device: torch.device,
         host: str,
         stop: StopSignal,
+        dist: Distributed | None = None,  # several processes: see training/distributed.py
+        checkpointer: Checkpointer | None = None,
+        train_distribution: str = FULLY_REPLICATED,  # the train channel's S3DistributionType
     ) -> None:
         self.model = model
+        self.dist = dist or Distributed.single(device)
+        self.net = self.dist.wrap(model)  # what training steps run through (DDP or the model)
+        self.train_split = self.dist.split(train_distribution)
+        self.checkpointer = checkpointer or Checkpointer(None, self.dist, {})
+        self.resume: Resume | None = None
+        self.stopped_at = 0  # steps done in the epoch a stop cut short
+        self.partial: tuple[int, dict[str, torch.Tensor]] | None = None  # its train metric sums
+        self.epoch_start_generators: dict[str, torch.Tensor] = {}
         self.hp = hp
         self.device = device
         self.host = host
@@ -84,17 +100,22 @@ class Trainer:
         self.optimizer = make_optimizer(hp, model)
         self.generator = torch.Generator().manual_seed(hp.seed)
 
-    def fit(self, train: PairDataset, validation: PairDataset | None) -> FitResult:
+    def fit(self, train: PairDataset | Any, validation: PairDataset | None, resume: Resume | None = None) -> FitResult:
+        """Train from the start, or from `resume`; `train` is a dataset or has next_epoch() (Pipe mode)."""
         hp = self.hp
         monitored = "validation" if validation is not None else "train"
         loss_metric = loss_name(hp.is_classification)
-        result = FitResult()
-        reference: float | None = None  # best loss at the last significant improvement
-        epochs_without_improvement = 0
-        for epoch in range(hp.epochs):
-            train_metrics = self.train_epoch(train, epoch)
-            if train_metrics is None:  # stopped mid-epoch
-                result.stopped_by = self.stop.requested
+        result = resume.result if resume is not None else FitResult()
+        first = resume.position if resume is not None else Position(0, 0)
+        self.resume = resume
+        for epoch in range(first.epoch, hp.epochs):
+            if result.epochs_without_improvement >= hp.early_stopping_patience:
+                break  # resumed from the checkpoint of the epoch that stopped early
+            data = train.next_epoch() if hasattr(train, "next_epoch") else train
+            train_metrics = self.train_epoch(data, epoch, first.step if epoch == first.epoch else 0)
+            if train_metrics is None:  # stopped mid-epoch: every process after the same step
+                result.stopped_by = self.stop.requested or "a stop request on another host"
+                self.checkpointer.save(self, result, Position(epoch, self.stopped_at), self.partial)
                 break
             metrics = {f"train:{k}": v for k, v in train_metrics.items()}
             if validation is not None:
@@ -113,47 +134,63 @@ class Trainer:
                 result.best_loss, result.best_epoch = loss, epoch
                 result.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 logger.info("Epoch %d: %s %s improved to %.6g; keeping this model", epoch, monitored, loss_metric, loss)
-            if reference is None or loss < reference - hp.early_stopping_tolerance:
-                reference, epochs_without_improvement = loss, 0
+            if result.reference is None or loss < result.reference - hp.early_stopping_tolerance:
+                result.reference, result.epochs_without_improvement = loss, 0
             else:
-                epochs_without_improvement += 1
+                result.epochs_without_improvement += 1
             log_progress(self.host, 100.0 * (epoch + 1) / hp.epochs)
-            if self.stop.requested:
-                result.stopped_by = self.stop.requested
+            self.checkpointer.save(self, result, Position(epoch + 1, 0), None)
+            if self.dist.agree([int(bool(self.stop.requested))])[0]:
+                result.stopped_by = self.stop.requested or "a stop request on another host"
                 break
-            if epochs_without_improvement >= hp.early_stopping_patience:
+            if result.epochs_without_improvement >= hp.early_stopping_patience:
                 logger.info(
                     "Early stopping at epoch %d: %s %s has not improved by %g for %d epochs; best epoch %d",
                     epoch,
                     monitored,
                     loss_metric,
                     hp.early_stopping_tolerance,
-                    epochs_without_improvement,
+                    result.epochs_without_improvement,
                     result.best_epoch,
                 )
                 break
         return result
 
-    def train_epoch(self, train: PairDataset, epoch: int) -> dict[str, float] | None:
-        """One pass over the shuffled training data; None when a stop was requested mid-way."""
+    def train_epoch(self, train: PairDataset, epoch: int, skip: int = 0) -> dict[str, float] | None:
+        """One pass over the shuffled training data (minus `skip` steps done before a resume); None
+        when a stop was requested mid-way."""
         model, hp = self.model, self.hp
+        self.epoch_start_generators = self.generator_states()
         model.train()
         accumulator = MetricAccumulator(hp.is_classification)
+        if skip and self.resume is not None and self.dist.is_master:  # sums of the steps done
+            accumulator.count = self.resume.train_count
+            accumulator.sums = {k: v.to(self.device).double() for k, v in self.resume.train_sums.items()}
         start = time.perf_counter()
         train = with_negatives(train, hp.negative_sampling_rate, self.generator)  # drawn afresh each epoch
-        for batch in iterate_batches(train, hp.mini_batch_size, self.generator, hp.bucket_width):
-            if self.stop.requested:
-                return None
+        # Each process takes its slice of every global mini-batch; all stop after the same step.
+        stream = self.dist.batches(
+            lambda size: iterate_batches(train, size, self.generator, hp.bucket_width),
+            hp.mini_batch_size,
+            self.train_split,
+            self.stop,
+            skip,
+        )
+        for batch in stream:
             batch = batch.to(self.device)
-            outputs = model(batch.in0, batch.len0, batch.in1, batch.len1)
+            outputs = self.net(batch.in0, batch.len0, batch.in1, batch.len1)
             loss = compute_loss(outputs, batch.labels, hp.is_classification)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             accumulator.add(outputs.detach(), batch.labels)
+        self.dist.all_reduce_(accumulator)  # the job's sums; forces the device sync
+        if stream.stopped:
+            self.stopped_at, self.partial = stream.steps, (accumulator.count, accumulator.sums)
+            return None
         metrics = accumulator.result()  # forces the device sync before the clock stops
         elapsed = time.perf_counter() - start
-        log_throughput(self.host, len(train) / max(elapsed, 1e-9))
+        log_throughput(self.host, accumulator.count / max(elapsed, 1e-9))
         for name, value in metrics.items():
             log_quality(self.host, "train", name, value, epoch)
         return metrics
@@ -166,4 +203,17 @@ class Trainer:
         for batch in iterate_batches(dataset, batch_size):
             batch = batch.to(self.device)
             accumulator.add(self.model(batch.in0, batch.len0, batch.in1, batch.len1), batch.labels)
+        self.dist.all_reduce_(accumulator)  # each process scored its shard
         return accumulator.result()
+
+    def generator_states(self, at_epoch_start: bool = False) -> dict[str, torch.Tensor]:
+        """States of every torch.Generator this trainer holds (now, or as the epoch began)."""
+        if at_epoch_start:
+            return dict(self.epoch_start_generators)
+        return {name: g.get_state() for name, g in vars(self).items() if isinstance(g, torch.Generator)}
+
+    def set_generator_states(self, states: dict[str, torch.Tensor]) -> None:
+        for name, state in states.items():
+            generator = getattr(self, name, None)
+            if isinstance(generator, torch.Generator):
+                generator.set_state(state)
