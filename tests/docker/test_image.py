@@ -234,15 +234,19 @@ def test_docker_stop_ends_serve_cleanly(image: str, trained: TrainingRun) -> Non
 # ---- non-root ------------------------------------------------------------------------------
 
 
-def test_image_works_as_non_root_user(image: str, tmp_path: Path) -> None:
-    """SageMaker runs as root; the image must not depend on it (e.g. `docker run --user`)."""
+def test_image_works_as_non_root_user(image: str, trained: TrainingRun, tmp_path: Path) -> None:
+    """SageMaker runs as root; the image must not depend on it (e.g. `docker run --user`).
+
+    The server reads the model that root trained (as a model.tar.gz made by root would unpack).
+    """
     opt_ml = make_opt_ml(tmp_path, epochs="1")
     subprocess.run(["chmod", "-R", "a+rwX", str(opt_ml)], check=True)
     user = ["--user", "12345:12345"]
     run = _train(image, opt_ml, *user)
     assert run.returncode == 0, run.logs[-4000:]
     assert (opt_ml / "model" / "model.safetensors").stat().st_uid == 12345
-    running = _serve(image, opt_ml / "model", *user)
+    assert trained.returncode == 0, "training failed: see test_train_writes_model_and_metric_lines"
+    running = _serve(image, trained.opt_ml / "model", *user)
     try:
         body = {"instances": [{"in0": [1, 2], "in1": [3]}]}
         response = requests.post(f"{running.url}/invocations", json=body, timeout=30)
