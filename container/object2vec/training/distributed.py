@@ -240,10 +240,10 @@ class Distributed:
 class BatchStream:
     """Iterates this process's slices of the global mini-batches, agreeing with the others each step.
 
-    Before every step all processes sum two flags: "my pass is exhausted" and "a stop was
-    requested". The epoch ends when every process is exhausted; a process that is exhausted
-    early (a smaller ShardedByS3Key shard) starts another pass; any stop request stops all of them
-    after the same step. `steps` counts the slices handed out (skipped ones included); `stopped`
+    Before every step all processes sum two flags: "I have been through my shard" and "a stop
+    was requested". The epoch ends when every process has been through its shard once; one that
+    finishes early (a smaller ShardedByS3Key shard) goes round again meanwhile; any stop request
+    stops all of them after the same step. `steps` counts the slices handed out (skipped ones included); `stopped`
     tells the caller that the epoch was cut short.
     """
 
@@ -260,20 +260,22 @@ class BatchStream:
 
     def __iter__(self) -> Iterator[Batch]:
         current = self._slices()
+        finished = False  # this process has been through its whole shard once
         for _ in range(self.skip):  # resuming mid-epoch: the same order, minus the steps done
             if next(current, None) is None:
-                current = self._slices()
+                finished, current = True, self._slices()
                 next(current, None)
             self.steps += 1
         while True:
             batch = next(current, None)
-            exhausted, stops = self.dist.agree([int(batch is None), int(bool(self.stop.requested))])
+            finished = finished or batch is None
+            done, stops = self.dist.agree([int(finished), int(bool(self.stop.requested))])
             if stops:
                 self.stopped = True
                 return
-            if exhausted == self.dist.world_size:
+            if done == self.dist.world_size:
                 return
-            if batch is None:  # others still have data: go round this shard again
+            if batch is None:  # others have not finished theirs: go round this shard again
                 current = self._slices()
                 batch = next(current, None)
                 if batch is None:

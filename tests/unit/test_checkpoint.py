@@ -1,0 +1,179 @@
+"""training/checkpoint.py: the file pair, validity checks, pruning and the trainer round trip."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from object2vec.config import Hyperparameters
+from object2vec.data.records import PairDataset, TokenSequences
+from object2vec.model.object2vec import Object2VecModel
+from object2vec.training.checkpoint import Checkpointer, CheckpointStore, Position, compatible
+from object2vec.training.distributed import Distributed
+from object2vec.training.signals import StopSignal
+from object2vec.training.trainer import Trainer
+
+CPU = torch.device("cpu")
+
+
+def state() -> dict:
+    return {
+        "hyperparameters": {},
+        "weights": {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(2, dtype=torch.int64)},
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"betas": (0.9, 0.999), "lr": 0.1}]},
+        "none": None,
+        "history": [{"loss": 0.5}],
+    }
+
+
+def test_round_trip_keeps_tensors_int_keys_and_tuples(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path, "algo-1")
+    store.save(state(), Position(2, 7))
+    [(position, path)] = store.positions()
+    assert position == Position(2, 7) and path.name == "algo-1-000001.json"
+    loaded = store.load(path)
+    assert loaded is not None
+    assert torch.equal(loaded["weights"]["a"], state()["weights"]["a"])
+    assert loaded["weights"]["b"].dtype == torch.int64
+    assert list(loaded["optimizer"]["state"]) == [0]  # an int key, as torch's optimizers need
+    assert loaded["optimizer"]["param_groups"][0]["betas"] == (0.9, 0.999)
+    assert loaded["none"] is None and loaded["history"] == [{"loss": 0.5}]
+
+
+def test_files_are_json_and_safetensors_only(tmp_path: Path) -> None:
+    CheckpointStore(tmp_path, "algo-1").save(state(), Position(0, 0))
+    document = json.loads((tmp_path / "algo-1-000001.json").read_text())
+    assert document["tensors_file"] == "algo-1-000001.safetensors"
+    assert document["position"] == {"epoch": 0, "step": 0}
+    assert (tmp_path / "algo-1-000001.safetensors").read_bytes()[8:9] == b"{"  # safetensors header
+
+
+def test_keeps_the_newest_two_per_host(tmp_path: Path) -> None:
+    store, other = CheckpointStore(tmp_path, "algo-1"), CheckpointStore(tmp_path, "algo-2")
+    other.save(state(), Position(0, 0))
+    for epoch in range(4):
+        store.save(state(), Position(epoch, 0))
+    assert [p.epoch for p, _ in store.positions()] == [3, 2]
+    assert len(list(tmp_path.glob("algo-1-*"))) == 4
+    assert [p.epoch for p, _ in other.positions()] == [0]
+
+
+@pytest.mark.parametrize("damage", ["truncate tensors", "truncate json", "delete tensors", "flip a byte"])
+def test_damaged_checkpoint_is_skipped_with_a_warning(
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CheckpointStore(tmp_path, "algo-1")
+    store.save(state(), Position(1, 0))
+    store.save(state(), Position(2, 0))
+    tensors, document = tmp_path / "algo-1-000002.safetensors", tmp_path / "algo-1-000002.json"
+    if damage == "truncate tensors":
+        tensors.write_bytes(tensors.read_bytes()[:40])
+    elif damage == "truncate json":
+        document.write_text(document.read_text()[:30])
+    elif damage == "delete tensors":
+        tensors.unlink()
+    else:
+        data = bytearray(tensors.read_bytes())
+        data[-1] ^= 0xFF
+        tensors.write_bytes(bytes(data))
+    checkpointer = Checkpointer(store, Distributed.single(CPU), {})
+    with caplog.at_level(logging.WARNING):
+        newest = checkpointer._newest()
+    assert newest is not None and newest[0] == Position(1, 0)
+    assert "Ignoring checkpoint" in caplog.text and "algo-1-000002.json" in caplog.text
+
+
+def test_changed_hyperparameters_make_a_checkpoint_unusable() -> None:
+    saved = {"enc_dim": 8, "epochs": 5, "_num_gpus": "auto"}
+    assert compatible(saved, {"enc_dim": 8, "epochs": 9, "_num_gpus": 2}) == []
+    assert compatible(saved, {"enc_dim": 16, "epochs": 5}) == ["enc_dim"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer round trip: stop mid-epoch, checkpoint, restore into a fresh trainer, finish: the
+# same weights as a run never stopped.
+
+
+def hyperparameters() -> Hyperparameters:
+    return Hyperparameters.from_dict(
+        {
+            "enc0_network": "pooled_embedding",
+            "enc0_vocab_size": 20,
+            "enc0_max_seq_len": 4,
+            "enc0_token_embedding_dim": 4,
+            "enc_dim": 4,
+            "mlp_dim": 4,
+            "mlp_layers": 1,
+            "mini_batch_size": 4,
+            "epochs": 3,
+            "early_stopping_patience": 5,
+            "learning_rate": 0.05,
+        }
+    )
+
+
+def dataset(count: int = 40) -> PairDataset:
+    generator = torch.Generator().manual_seed(1)
+    sequences = [torch.randint(0, 20, (3,), generator=generator).tolist() for _ in range(2 * count)]
+    return PairDataset(
+        TokenSequences.from_lists(sequences[:count]),
+        TokenSequences.from_lists(sequences[count:]),
+        torch.randint(0, 2, (count,), generator=generator),
+    )
+
+
+class StopAfter(StopSignal):
+    """Requests a stop once `steps` batches were drawn (checked before each step)."""
+
+    def __init__(self, trainer_steps: int) -> None:
+        super().__init__()
+        self.remaining = trainer_steps
+
+    @property  # type: ignore[override]
+    def requested(self) -> str | None:
+        self.remaining -= 1
+        return "SIGTERM" if self.remaining < 0 else None
+
+    @requested.setter
+    def requested(self, value: str | None) -> None:
+        pass
+
+
+def make_trainer(hp: Hyperparameters, stop: StopSignal, checkpointer: Checkpointer | None = None) -> Trainer:
+    torch.manual_seed(hp.seed)
+    return Trainer(Object2VecModel(hp), hp, CPU, "algo-1", stop, checkpointer=checkpointer)
+
+
+def test_stop_mid_epoch_and_resume_matches_an_uninterrupted_fit(tmp_path: Path) -> None:
+    hp, train, validation = hyperparameters(), dataset(), dataset(12)
+    reference = make_trainer(hp, StopSignal())
+    expected = reference.fit(train, validation)
+
+    store = CheckpointStore(tmp_path, "algo-1")
+    first = make_trainer(hp, StopAfter(17), Checkpointer(store, Distributed.single(CPU), hp.to_dict()))
+    stopped = first.fit(train, validation)
+    assert stopped.stopped_by == "SIGTERM" and stopped.epochs_completed == 1
+    position = store.positions()[0][0]
+    assert position.epoch == 1 and 0 < position.step < 10  # 10 steps per epoch: stopped inside epoch 1
+
+    second = make_trainer(hp, StopSignal(), Checkpointer(store, Distributed.single(CPU), hp.to_dict()))
+    resume = second.checkpointer.resume(second)
+    assert resume is not None and resume.position == position
+    result = second.fit(train, validation, resume)
+    assert result.epochs_completed == expected.epochs_completed == 3
+    assert result.best_epoch == expected.best_epoch
+    assert [h["train:cross_entropy"] for h in result.history] == pytest.approx(
+        [h["train:cross_entropy"] for h in expected.history], abs=1e-6
+    )
+    for name, tensor in reference.model.state_dict().items():
+        assert torch.allclose(tensor, second.model.state_dict()[name], atol=1e-6), name
+
+
+def test_no_store_means_no_resume() -> None:
+    hp = hyperparameters()
+    trainer = make_trainer(hp, StopSignal())
+    assert Checkpointer(None, Distributed.single(CPU), hp.to_dict()).resume(trainer) is None
