@@ -7,11 +7,9 @@ model (tolerance 1e-6 on the weights).
 
 from __future__ import annotations
 
-import errno
 import gzip
 import os
 import threading
-import time
 from pathlib import Path
 
 import torch
@@ -31,36 +29,28 @@ def channels() -> dict[str, list]:
 class FifoWriter(threading.Thread):
     """Makes <channel>_0, _1, ... one at a time and writes `data` into each once a reader opens it."""
 
-    def __init__(self, folder: Path, channel: str, data: list[bytes], done: threading.Event) -> None:
+    def __init__(self, folder: Path, channel: str, data: list[bytes]) -> None:
         super().__init__(daemon=True)
-        self.folder, self.channel, self.data, self.done = folder, channel, data, done
+        self.folder, self.channel, self.data = folder, channel, data
         self.served: list[str] = []
+        self.pending: Path | None = None
 
     def run(self) -> None:
         for index, payload in enumerate(self.data):
             path = self.folder / f"{self.channel}_{index}"
             os.mkfifo(path)
-            fd = self.open_when_read(path)
-            if fd is None:
-                return
-            with os.fdopen(fd, "wb") as pipe:
+            self.pending = path
+            with open(path, "wb") as pipe:  # blocks until a reader opens the FIFO
                 pipe.write(payload)
+            self.pending = None
             self.served.append(path.name)
 
-    def open_when_read(self, path: Path) -> int | None:
-        # Non-blocking open fails with ENXIO until a reader has the FIFO open: poll, so the
-        # thread ends with the job even when the job never reads this pass.
-        while not self.done.is_set():
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-            except OSError as err:
-                if err.errno != errno.ENXIO:
-                    raise
-                time.sleep(0.05)
-                continue
-            os.set_blocking(fd, True)
-            return fd
-        return None
+    def release(self) -> None:
+        """Unblock a FIFO that the job never read (a pass it did not need): open it and drop it."""
+        if self.is_alive() and self.pending is not None:
+            fd = os.open(self.pending, os.O_RDONLY | os.O_NONBLOCK)
+            self.join(timeout=10)
+            os.close(fd)
 
 
 def test_pipe_mode_trains_like_file_mode(tmp_path: Path) -> None:
@@ -77,11 +67,10 @@ def test_pipe_mode_trains_like_file_mode(tmp_path: Path) -> None:
     )
     folder = pipe_base / "input" / "data"
     train_bytes = jsonl(data["train"])
-    done = threading.Event()
     writers = [
         # Epoch 1 arrives gzip-compressed (recognised by content); one pass too many is offered.
-        FifoWriter(folder, "train", [train_bytes, gzip.compress(train_bytes), train_bytes, train_bytes], done),
-        FifoWriter(folder, "validation", [jsonl(data["validation"])], done),
+        FifoWriter(folder, "train", [train_bytes, gzip.compress(train_bytes), train_bytes, train_bytes]),
+        FifoWriter(folder, "validation", [jsonl(data["validation"])]),
     ]
     for writer in writers:
         writer.start()
@@ -89,13 +78,14 @@ def test_pipe_mode_trains_like_file_mode(tmp_path: Path) -> None:
     try:
         code = process.wait(timeout=TIMEOUT)
     finally:
-        done.set()
         if process.poll() is None:
             process.kill()
+        served = [list(writer.served) for writer in writers]
+        for writer in writers:
+            writer.release()
     log = log_of(pipe_base)
     assert code == 0, log
-    assert writers[0].served == ["train_0", "train_1", "train_2"]
-    assert writers[1].served == ["validation_0"]
+    assert served == [["train_0", "train_1", "train_2"], ["validation_0"]]
     assert "Channel train (Pipe): 300 records from train_2" in log
     assert not list((folder / "train").iterdir())  # nothing on disk
 

@@ -102,6 +102,12 @@ def plan_topology(env: TrainingEnvironment, hp: Hyperparameters) -> Topology:
         processes = _positive_int(PROCESSES_PER_HOST_ENV, override)
         if used and processes > used:
             raise ClientError(f"{PROCESSES_PER_HOST_ENV}={processes} is more than the {used} GPU(s) in use")
+    if used and processes * len(env.hosts) > 1 and hp.token_embedding_storage_type == "row_sparse":
+        # NCCL has no all-reduce of sparse tensors, which DDP would need for these gradients.
+        raise ClientError(
+            "token_embedding_storage_type=row_sparse trains on one GPU only: set _num_gpus=1 with "
+            "instance_count=1, or use token_embedding_storage_type=dense on several GPUs"
+        )
     return Topology(
         hosts=tuple(env.hosts),
         host_rank=env.hosts.index(env.current_host),
