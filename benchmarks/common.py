@@ -255,7 +255,7 @@ def train(base: Path, timeout: float = 900, echo: bool = False) -> TrainRun:
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line)
-            if echo or line.startswith("#quality_metric"):
+            if echo or "#quality_metric" in line:
                 print("    " + line.rstrip(), file=sys.stderr, flush=True)
             if time.perf_counter() - start > timeout:
                 process.kill()

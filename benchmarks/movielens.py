@@ -32,19 +32,18 @@ REGRESSION_HP = {
     "enc0_token_embedding_dim": 64,
     "enc1_token_embedding_dim": 64,
     "enc_dim": 64,
-    "mlp_layers": 1,
-    "mlp_dim": 64,
-    "mlp_activation": "relu",
-    "dropout": 0.3,
+    "comparator_list": "hadamard",  # with mlp_layers 0: a (biased) matrix factorisation
+    "mlp_layers": 0,
+    "weight_decay": 0.00005,
     "optimizer": "adam",
     "learning_rate": 0.002,
     "mini_batch_size": 256,
     "epochs": 20,
-    "early_stopping_patience": 2,
+    "early_stopping_patience": 3,
     "early_stopping_tolerance": 0.001,
 }
 CLASSIFICATION_HP = {**REGRESSION_HP, "num_classes": 2}
-QUICK_HP = {"epochs": 2, "enc_dim": 16, "enc0_token_embedding_dim": 16, "enc1_token_embedding_dim": 16, "mlp_dim": 16}
+QUICK_HP = {"epochs": 2, "enc_dim": 16, "enc0_token_embedding_dim": 16, "enc1_token_embedding_dim": 16}
 
 RMSE_TARGET = 0.92
 ACCURACY_TARGET = 0.73

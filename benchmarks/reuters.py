@@ -39,11 +39,11 @@ from object2vec.prepare.text import TOKEN_PATTERN  # noqa: E402
 SOURCE = common.DATA / "reuters21578"
 P_AT_1_TARGET = 0.93
 VALIDATION_FRACTION = 0.1
-NEGATIVES_PER_DOC = 20
+NEGATIVES_PER_DOC = 10
 
 OUR_HP = {
     "enc0_network": "pooled_embedding",
-    "enc0_max_seq_len": 400,
+    "enc0_max_seq_len": 256,
     "enc0_token_embedding_dim": 128,
     "enc1_network": "pooled_embedding",
     "enc1_max_seq_len": 1,
@@ -54,8 +54,8 @@ OUR_HP = {
     "mlp_activation": "relu",
     "dropout": 0.1,
     "optimizer": "adam",
-    "learning_rate": 0.002,
-    "mini_batch_size": 256,
+    "learning_rate": 0.003,
+    "mini_batch_size": 512,
     "epochs": 15,
     "early_stopping_patience": 2,
     "early_stopping_tolerance": 0.0005,
@@ -70,6 +70,8 @@ TOPICS = re.compile(r"<TOPICS>(.*?)</TOPICS>", re.S)
 D = re.compile(r"<D>(.*?)</D>")
 TITLE = re.compile(r"<TITLE>(.*?)</TITLE>", re.S)
 BODY = re.compile(r"<BODY>(.*?)</BODY>", re.S)
+TEXT = re.compile(r"<TEXT[^>]*>(.*?)</TEXT>", re.S)
+TAG = re.compile(r"<[^>]+>")
 
 
 def read_modapte(source: Path) -> tuple[list[dict], list[dict]]:
@@ -84,6 +86,9 @@ def read_modapte(source: Path) -> tuple[list[dict], list[dict]]:
             topics = TOPICS.search(body)
             labels = D.findall(topics.group(1)) if topics else []
             parts = [m.group(1) for m in (TITLE.search(body), BODY.search(body)) if m]
+            if not BODY.search(body):  # TYPE="UNPROC" documents: the text is right inside <TEXT>
+                inner = TEXT.search(body)
+                parts = [TAG.sub(" ", inner.group(1))] if inner else parts
             text = html.unescape(" ".join(parts))
             text = re.sub(r"[\x00-\x1f]+", " ", text).strip()
             split[attrs["LEWISSPLIT"]].append({"text": text, "labels": labels, "id": attrs.get("NEWID")})
@@ -274,6 +279,8 @@ def main() -> None:
     predictor = common.load_predictor(run.model_dir)
     val_docs, val_truth = validation_docs(data / "validation.jsonl", len(labels))
     test_docs, test_truth = candidate_docs(data / "test_candidates.jsonl", len(labels))
+    if (len(val_docs), len(test_docs)) != (len(validation), len(test)):
+        sys.exit(f"prepare kept {len(val_docs)}/{len(test_docs)} of {len(validation)}/{len(test)} documents")
     with common.timer() as t_predict:
         val_scores = score_pairs(predictor, val_docs, len(labels))
         test_scores = score_pairs(predictor, test_docs, len(labels))
