@@ -122,6 +122,10 @@ def make_embedding_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.opt
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in table_ids]
     lr, decay = hp.learning_rate, hp.weight_decay
     sparse = hp.token_embedding_storage_type == "row_sparse"
+    if sparse:
+        # Opt out explicitly (the default) of torch's per-tensor sparse checks, which otherwise
+        # warns about SEGFAULTs on the first sparse Adagrad step: the gradients are well formed.
+        torch.sparse.check_sparse_tensor_invariants.disable()
     groups = [{"params": rest, "weight_decay": decay}, {"params": tables, "weight_decay": 0.0}]
     optimizer: torch.optim.Optimizer
     if hp.optimizer == "adam" and sparse:
