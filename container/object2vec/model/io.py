@@ -4,8 +4,6 @@ model.safetensors (weights). Loading runs no code from the files (no pickle)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from safetensors.torch import save_model as save_safetensors
 from object2vec import __version__
 from object2vec.config import Hyperparameters
 from object2vec.errors import ClientError
+from object2vec.files import atomic_path
 from object2vec.model.object2vec import Object2VecModel
 
 CONFIG_FILE = "model_config.json"
@@ -46,10 +45,10 @@ def save_model(model: Object2VecModel, model_dir: Path, info: dict[str, Any] | N
         "output": {"layer": hp.output_layer, "dim": hp.output_dim},
         **(info or {}),
     }
-    with _atomic_path(model_dir / WEIGHTS_FILE) as tmp:
+    with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
         # save_model (not save_file) handles the shared table of tied token embeddings.
         save_safetensors(model, str(tmp), metadata={"format": "pt", "object2vec_format_version": str(FORMAT_VERSION)})
-    with _atomic_path(model_dir / CONFIG_FILE) as tmp:
+    with atomic_path(model_dir / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -79,27 +78,3 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
     model.to(device).eval()
     info = {k: v for k, v in config.items() if k != "hyperparameters"}
     return LoadedModel(model=model, hyperparameters=hp, info=info)
-
-
-class _atomic_path:
-    """Context manager yielding a temp path next to `target`, renamed onto it on success."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", dir=self.target.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            # mkstemp makes the file private (and writers may recreate it): set the mode the
-            # umask gives any new file, so a non-root `serve` can read the model.
-            umask = os.umask(0)
-            os.umask(umask)
-            self.tmp.chmod(0o666 & ~umask)
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)

@@ -24,9 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from object2vec import __version__
+from object2vec.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class CheckpointStore:
         tensors: dict[str, torch.Tensor] = {}
         body = _encode(state, tensors)
         tensor_path = self.directory / f"{stem}.safetensors"
-        with _atomic(tensor_path) as tmp:
+        with atomic_path(tensor_path, durable=True) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt"})
         document = {
             "format_version": FORMAT_VERSION,
@@ -88,7 +87,7 @@ class CheckpointStore:
             "state": body,
         }
         json_path = self.directory / f"{stem}.json"
-        with _atomic(json_path) as tmp:
+        with atomic_path(json_path, durable=True) as tmp:
             tmp.write_text(json.dumps(document))
         self._prune()
         logger.info("Checkpoint %s written (epoch %d, step %d)", json_path, position.epoch, position.step)
@@ -201,27 +200,6 @@ def _sha256(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class _atomic:
-    """A temp path next to `target`, renamed onto it on success (removed on failure)."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = target
-
-    def __enter__(self) -> Path:
-        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", dir=self.target.parent)
-        os.close(fd)
-        self.tmp = Path(name)
-        return self.tmp
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        if exc_type is None:
-            with open(self.tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(self.tmp, self.target)
-        else:
-            self.tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
