@@ -39,7 +39,7 @@ from object2vec.prepare.text import TOKEN_PATTERN  # noqa: E402
 SOURCE = common.DATA / "reuters21578"
 P_AT_1_TARGET = 0.93
 VALIDATION_FRACTION = 0.1
-NEGATIVES_PER_DOC = 10
+NEGATIVES_PER_DOC = 60
 
 OUR_HP = {
     "enc0_network": "pooled_embedding",
@@ -54,8 +54,8 @@ OUR_HP = {
     "mlp_activation": "relu",
     "dropout": 0.1,
     "optimizer": "adam",
-    "learning_rate": 0.003,
-    "mini_batch_size": 512,
+    "learning_rate": 0.005,
+    "mini_batch_size": 1024,
     "epochs": 15,
     "early_stopping_patience": 2,
     "early_stopping_tolerance": 0.0005,

@@ -87,6 +87,10 @@ def plot_curves(reports: list[dict], out: Path) -> Path | None:
                 ax.plot(
                     [p[0] for p in series], [p[1] for p in series], style, marker="o", ms=3, label=f"{split} {loss}"
                 )
+        tops = [p[1] for p in curves.get(f"validation {loss}", [])]
+        tops += [p[1] for p in curves.get(f"train {loss}", [])[1:]]  # epoch 0's train loss can dwarf the rest
+        if tops:
+            ax.set_ylim(top=max(tops) * 1.05)
         accuracy = curves.get("validation accuracy")
         if accuracy:
             twin = ax.twinx()

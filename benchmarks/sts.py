@@ -35,9 +35,10 @@ PAIR_TARGET = 0.75
 COSINE_TARGET = 0.70
 
 OUR_HP = {
-    "enc0_network": "bilstm",
+    "enc0_network": "hcnn",
+    "enc0_layers": 2,
+    "enc0_cnn_filter_width": 3,
     "enc0_max_seq_len": 64,
-    "enc0_layers": 1,
     "enc1_network": "enc0",
     "enc_dim": 256,
     "comparator_list": "hadamard,abs_diff",
@@ -47,7 +48,7 @@ OUR_HP = {
     "dropout": 0.1,
     "optimizer": "adam",
     "learning_rate": 0.001,
-    "mini_batch_size": 64,
+    "mini_batch_size": 128,
     "epochs": 20,
     "early_stopping_patience": 3,
     "early_stopping_tolerance": 0.005,
