@@ -296,3 +296,35 @@ def test_sigterm_stops_the_server_quickly(serving_base_dirs: dict[str, Path], tm
     elapsed = time.monotonic() - start
     assert code == 0, server.log_text()
     assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+def test_sigterm_while_workers_boot_stops_the_server_quickly(
+    serving_base_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """SageMaker may stop an endpoint whose workers are still importing torch: the signal must not
+    be lost in a worker that has not installed its own handlers yet (it would wait out the
+    20 s graceful timeout)."""
+    log = tmp_path / "serve.log"
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "container"), os.environ.get("PYTHONPATH")])),
+        "SAGEMAKER_BASE_DIR": str(serving_base_dirs["softmax"]),
+        "SAGEMAKER_BIND_TO_PORT": str(free_port()),
+        "MODEL_SERVER_WORKERS": "2",
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "object2vec", "serve"], env=environment, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while b"Booting worker" not in log.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    try:
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    elapsed = time.monotonic() - start
+    assert elapsed < 10, f"took {elapsed:.1f} s:\n{log.read_text()}"

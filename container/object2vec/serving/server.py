@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +56,12 @@ def gunicorn_options(settings: ServerSettings) -> dict[str, Any]:
 
 def post_fork(server: Any, worker: Any) -> None:
     """In each worker, before the app loads: bound torch's thread pools."""
+    # Until the worker installs its own handlers (after this hook), it still has the master's,
+    # which only queue the signal for the master: a SIGTERM during the torch import below would
+    # be lost and `docker stop` would wait out the graceful timeout. The default action ends a
+    # worker stopped this early at once.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
     threads = int(os.environ.get(THREADS_ENV) or 1)
     import torch
 
