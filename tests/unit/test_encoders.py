@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -28,14 +26,7 @@ CASES = [
 IDS = [f"{network}-{layers}x{width}" for network, layers, width in CASES]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: intra-op threads only add synchronisation, which on a busy shared machine
-    makes these tests many times slower. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_encoder(network: str, layers: int, width: int, dropout: float = 0.0, seed: int = 0) -> nn.Module:
