@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make demo` (train, serve and predict on the bundled
-# sample) and `make test` (the whole suite, as CI runs it).
+# sample; DEMO_PORT=8081 make demo when port 8080 is taken) and `make test` (the whole suite, as
+# CI runs it). `make venv` installs requirements.txt and requirements-dev.txt into .venv.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
