@@ -244,7 +244,10 @@ def require(key: str, download: bool = False, missing_ok: bool = False) -> Path 
     printed and the program stops (or, with `missing_ok`, printed as a note and None returned)."""
     folder = find(key)
     if folder is None and download:
-        fetch(DATA_SETS[key])
+        try:
+            fetch(DATA_SETS[key])
+        except (FetchError, OSError) as err:  # OSError: the network, or the disk
+            sys.exit(f"--download failed: {err}\n\n{instructions(DATA_SETS[key])}")
         folder = find(key)
     if folder is None:
         if missing_ok:

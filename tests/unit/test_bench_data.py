@@ -136,6 +136,13 @@ def test_download_rejects_a_file_that_differs(roots: dict[str, Path], tmp_path: 
     assert not (roots["env"] / "toy" / "toy.tsv").exists()
 
 
+def test_a_failed_download_stops_with_the_reason_and_the_instructions(roots: dict[str, Path], tmp_path: Path) -> None:
+    bd.DATA_SETS["toy"] = toy_data_set(archive_url=(tmp_path / "nowhere.tar.gz").as_uri())
+    with pytest.raises(SystemExit) as exit_:
+        bd.require("toy", download=True)
+    assert str(exit_.value.code).startswith("--download failed: ") and "Toy data: not found" in str(exit_.value.code)
+
+
 def test_verify_names_a_changed_file(roots: dict[str, Path]) -> None:
     folder = lay_out(roots["shared"] / "toy", b"ALPHA\tbeta\n")
     (problem,) = bd.verify(folder, bd.DATA_SETS["toy"])
