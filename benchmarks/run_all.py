@@ -1,4 +1,4 @@
-"""Run every quality benchmark (movielens, reuters, sts) one after the other and write
+"""Run every quality benchmark (movielens, reuters, sts, unlabelled) one after the other and write
 benchmarks/RESULTS.md: the table, the commands that reproduce it, the machine load, and PNG plots
 (learning curves from the #quality_metric lines, the ML-100k movie map).
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("movielens", "reuters", "sts")
+BENCHMARKS = ("movielens", "reuters", "sts", "unlabelled")
 NOTES = HERE / "results_notes.md"  # hand-written: what was tried, findings; appended verbatim
 USE_CASE_LIMIT_S = 600
 

@@ -16,8 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
-NEEDS = {"movielens": None, "reuters": "reuters", "sts": "sts"}  # data sets of benchmarks/bench_data.py
-SLICES = {"movielens": "1500", "reuters": "150", "sts": "200"}
+# data sets of benchmarks/bench_data.py
+NEEDS = {"movielens": (), "reuters": ("reuters",), "sts": ("sts",), "unlabelled": ("reuters", "sts")}
+SLICES = {"movielens": "1500", "reuters": "150", "sts": "200", "unlabelled": "150"}
 
 
 def require_data(key: str) -> None:
@@ -33,8 +34,7 @@ def require_data(key: str) -> None:
 
 
 def run_benchmark(name: str, tmp_path: Path) -> dict:
-    needed = NEEDS[name]
-    if needed is not None:
+    for needed in NEEDS[name]:
         require_data(needed)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "container")}
     out = tmp_path / f"{name}.json"
@@ -61,7 +61,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, d
     return folder, {}
 
 
-@pytest.mark.parametrize("name", ["movielens", "reuters", "sts"])
+@pytest.mark.parametrize("name", ["movielens", "reuters", "sts", "unlabelled"])
 def test_benchmark_quick_mode_runs_end_to_end(name: str, reports: tuple[Path, dict[str, dict]]) -> None:
     folder, done = reports
     done[name] = run_benchmark(name, folder)
