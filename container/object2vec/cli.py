@@ -16,7 +16,7 @@ from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
 
 logger = logging.getLogger(__name__)
 
-USAGE = "usage: python -m object2vec {train,serve,prepare} [args...]"
+USAGE = "usage: python -m object2vec {train,serve,prepare,index} [args...]"
 EXIT_CLIENT_ERROR = 1
 EXIT_ALGORITHM_ERROR = 2
 EXIT_STOPPED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
@@ -32,6 +32,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it picked, at INFO
 
 
 def main(argv: Sequence[str]) -> int:
@@ -49,6 +50,10 @@ def main(argv: Sequence[str]) -> int:
         from object2vec.prepare.cli import prepare_main
 
         return prepare_main(rest)
+    if command == "index":
+        from object2vec.retrieval.cli import index_main
+
+        return index_main(rest)
     print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
 
