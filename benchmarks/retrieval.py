@@ -404,7 +404,7 @@ RECOMMEND_HP = {
     "early_stopping_patience": 2,
     "early_stopping_tolerance": 0.001,
 }
-NEGATIVES = 4
+NEGATIVES = 8
 POSITIVE_THRESHOLD = 4.0  # held-out ratings >= 4 are the relevant items
 QUICK_RECOMMEND = {"epochs": 2, "enc_dim": 16, "enc0_token_embedding_dim": 16, "enc1_token_embedding_dim": 16}
 
