@@ -86,5 +86,5 @@ def test_hyperparameters_given_to_the_builder_decide_the_plan(retrieval_model_di
     predictor = Predictor.load(model_dir, device="cpu")
     hp = Hyperparameters.from_dict({**predictor.hp.to_dict(), "retrieval_index": "ivf", "retrieval_ivf_nlist": 5})
     summary = build_index(predictor, blocks(1, [[i] for i in range(200)], size=64), hp, model_dir)
-    assert summary["search"]["kind"] == "ivf" and summary["search"]["nlist"] == 5 and summary["search"]["nprobe"] == 1
+    assert summary["search"]["kind"] == "ivf" and summary["search"]["nlist"] == 5 and summary["search"]["nprobe"] == 5
     assert Path(model_dir / INDEX_FILE).stat().st_size == summary["bytes"]

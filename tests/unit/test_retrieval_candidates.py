@@ -51,10 +51,10 @@ def test_ids_and_token_ids_in_blocks(tmp_path: Path) -> None:
         lines({"id": "m1", "in1": [1, 2]}, "", {"id": 7, "in1": [], "title": "ignored"}, {"id": "é", "in1": [19]}),
         block_records=2,
     )
-    assert [len(block) for block in blocks] == [2, 1]
+    assert [len(block) for block in blocks] == [1, 2]  # blocks of block_records lines, blank ones skipped
     assert [key for block in blocks for key in block.ids] == [b'"m1"', b"7", '"é"'.encode()]
-    assert blocks[0].side == 1 and blocks[0].sequences.lengths.tolist() == [2, 0]
-    assert blocks[1].sequences.values.tolist() == [19]
+    assert blocks[0].side == 1 and blocks[0].sequences.values.tolist() == [1, 2]
+    assert blocks[1].sequences.lengths.tolist() == [0, 1] and blocks[1].sequences.values.tolist() == [19]
     assert (reader.count, reader.blank_lines, reader.side) == (3, 1, 1)
 
 

@@ -28,11 +28,11 @@ def vectors(count: int, dim: int = 6, seed: int = 0) -> np.ndarray:
     ("count", "values", "expected"),
     [
         (50_000, {}, SearchPlan("exact", 6)),
-        (50_001, {}, SearchPlan("ivf", 6, nlist=447, nprobe=45)),
-        (1_000_000, {}, SearchPlan("ivf", 6, nlist=2000, nprobe=200)),
-        (100, {"retrieval_index": "ivf"}, SearchPlan("ivf", 6, nlist=20, nprobe=2)),
+        (50_001, {}, SearchPlan("ivf", 6, nlist=447, nprobe=43)),
+        (1_000_000, {}, SearchPlan("ivf", 6, nlist=2000, nprobe=90)),
+        (100, {"retrieval_index": "ivf"}, SearchPlan("ivf", 6, nlist=20, nprobe=9)),
         (10**6, {"retrieval_index": "exact"}, SearchPlan("exact", 6)),
-        (500, {"retrieval_exact_max": 10}, SearchPlan("ivf", 6, nlist=45, nprobe=5)),
+        (500, {"retrieval_exact_max": 10}, SearchPlan("ivf", 6, nlist=45, nprobe=14)),
         (500, {**IVF, "retrieval_ivf_nlist": 900, "retrieval_ivf_nprobe": 800}, SearchPlan("ivf", 6, 500, 500)),
         (500, {**IVF, "retrieval_ivf_nlist": 30, "retrieval_ivf_nprobe": 7}, SearchPlan("ivf", 6, 30, 7)),
     ],
@@ -141,5 +141,6 @@ def test_ivf_header_fields_are_checked_at_their_offsets() -> None:
         check_blob(damaged, plan, 1000)
 
 
-def test_auto_nlist_is_two_square_roots() -> None:
-    assert plan_search(250_000, 8, hp()).nlist == round(2 * math.sqrt(250_000))
+def test_auto_nlist_and_nprobe_are_two_square_roots() -> None:
+    plan = plan_search(250_000, 8, hp())
+    assert plan.nlist == round(2 * math.sqrt(250_000)) and plan.nprobe == math.ceil(2 * math.sqrt(plan.nlist))

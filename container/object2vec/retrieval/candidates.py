@@ -7,17 +7,20 @@ title, say) are ignored. Files may be plain or gzip, in nested folders, like eve
 lines are skipped. A malformed record, a repeated id, or a token id outside the vocabulary is a
 ClientError naming the file and line, worded like the train channel's.
 
-Records are handed on in blocks of at most BLOCK_RECORDS (one file at a time), so that a catalogue
+Records are handed on in blocks of at most BLOCK_RECORDS lines (one file at a time), so that a catalogue
 of millions streams through encoding with bounded memory; ids are kept as their JSON encoding
 (b'"m12"', b'12'), which is also how responses write them.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import IO, Any
 
@@ -134,12 +137,58 @@ class CandidateReader:
             raise ClientError(f"the catalogue holds no candidates: give one JSON object per line like {EXAMPLE}")
 
     def _read(self, name: str, stream: IO[bytes]) -> Iterator[CandidateBlock]:
+        """One block per BLOCK_RECORDS lines: checked in bulk, or line by line when the bulk check
+        fails (which then finds the line to blame) or the lines include blank ones."""
+        first_line = 1
+        while chunk := list(islice(stream, self.block_records)):
+            with _collector_paused():  # 65k new dicts at once would set off the cyclic GC again and again
+                block = self._bulk(name, chunk, first_line)
+            if block is None:
+                block = self._line_by_line(name, chunk, first_line)
+            if block is not None:
+                yield block
+            first_line += len(chunk)
+
+    def _bulk(self, name: str, chunk: list[bytes], first_line: int) -> CandidateBlock | None:
+        """The block when every line is a well-formed new candidate (one orjson call, checks in C
+        loops); None otherwise, with nothing recorded."""
+        if max(map(len, chunk)) > MAX_LINE_BYTES:
+            return None
+        try:
+            records = orjson.loads(b"[" + b",".join(chunk) + b"]")
+        except orjson.JSONDecodeError:  # a bad or blank line
+            return None
+        if len(records) != len(chunk) or set(map(type, records)) != {dict}:
+            return None
+        identifiers = [record.get("id") for record in records]
+        kinds = set(map(type, identifiers))
+        if not kinds <= {str, int} or (str in kinds and not _string_ids_fit(identifiers)):
+            return None
+        sides = {("in0" in record) + 2 * ("in1" in record) for record in records}  # 1: in0, 2: in1
+        if len(sides) != 1 or sides.isdisjoint((1, 2)) or (self.side is not None and sides != {self.side + 1}):
+            return None
+        side = next(iter(sides)) - 1
+        sequences = [record[INPUT_KEYS[side]] for record in records]
+        if set(map(type, sequences)) != {list} or self.count + len(records) > MAX_CANDIDATES:
+            return None
+        keys = list(map(orjson.dumps, identifiers))
+        lines = range(first_line, first_line + len(chunk))
+        new = dict(zip(keys, zip(repeat(len(self._names) - 1), lines, strict=False), strict=True))
+        if len(new) != len(keys) or not self._seen.keys().isdisjoint(new):
+            return None  # a repeated id: the line-by-line pass names both lines
+        block = self._block(name, side, keys, list(chain.from_iterable(sequences)), list(map(len, sequences)), lines)
+        self.side = side
+        self.count += len(records)
+        self._seen.update(new)
+        return block
+
+    def _line_by_line(self, name: str, chunk: list[bytes], first_line: int) -> CandidateBlock | None:
         source = len(self._names) - 1
         ids: list[bytes] = []
         flat: list[Any] = []
         lengths: list[int] = []
         lines: list[int] = []
-        for line_number, line in enumerate(stream, 1):
+        for line_number, line in enumerate(chunk, first_line):
             if len(line) > MAX_LINE_BYTES:
                 self._fail(name, line_number, f"is longer than {MAX_LINE_BYTES} bytes")
             if not line.strip():
@@ -158,11 +207,10 @@ class CandidateReader:
             flat.extend(sequence)
             lengths.append(len(sequence))
             lines.append(line_number)
-            if len(ids) == self.block_records:
-                yield self._block(name, ids, flat, lengths, lines)
-                ids, flat, lengths, lines = [], [], [], []
-        if ids:
-            yield self._block(name, ids, flat, lengths, lines)
+        if not ids:
+            return None
+        assert self.side is not None
+        return self._block(name, self.side, ids, flat, lengths, lines)
 
     def _parse(self, name: str, line_number: int, line: bytes) -> tuple[bytes, list[Any]]:
         """(the id's JSON encoding, the token list), the record's shape checked."""
@@ -206,11 +254,9 @@ class CandidateReader:
         return orjson.dumps(identifier), sequence
 
     def _block(
-        self, name: str, ids: list[bytes], flat: list[Any], lengths: list[int], lines: list[int]
+        self, name: str, side: int, ids: list[bytes], flat: list[Any], lengths: list[int], lines: Sequence[int]
     ) -> CandidateBlock:
         """Bulk type and range check of a block's token ids; the first bad one is located by line."""
-        assert self.side is not None
-        side = self.side
         key = INPUT_KEYS[side]
         lengths_array = np.asarray(lengths, dtype=np.int64)
         vocab_size = self.hp.encoder(side).vocab_size
@@ -240,6 +286,23 @@ class CandidateReader:
 
     def _fail(self, name: str, line_number: int, problem: str) -> Any:
         raise ClientError(f"{name}, line {line_number}: candidate {problem}")
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The records parsed in bulk hold no reference cycles (refcounting frees them); a full
+    collection per few hundred allocations made bulk parsing 3x slower."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _string_ids_fit(identifiers: list[Any]) -> bool:
+    return all(1 <= len(value) <= MAX_ID_CHARS for value in identifiers if type(value) is str)
 
 
 def _show(value: Any) -> str:

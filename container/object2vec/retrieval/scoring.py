@@ -61,6 +61,9 @@ class PairScorer:
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.mean = torch.tensor(np.array(mean), dtype=self.dtype, device=self.device)  # (enc_dim,), a copy
+        # For an affine score, q(a) = a @ M + c exactly: kept per class, one matmul per query.
+        self.affine = search_is_exact(hp)
+        self._linear_maps: dict[int | None, tuple[np.ndarray, np.ndarray]] = {}
 
     def _outputs(self, query: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
         """Raw outputs (N, output_dim) of N pairs, each encoding put on its side of the model."""
@@ -78,6 +81,18 @@ class PairScorer:
 
     def query_vectors(self, queries: np.ndarray, score_class: int | None) -> np.ndarray:
         """(B, enc_dim) encodings -> (B, enc_dim) search vectors q: the key's gradient at the mean candidate."""
+        if not self.affine:
+            return self._gradients(queries, score_class)
+        if score_class not in self._linear_maps:
+            # The gradient of an affine score is affine in the query: probe it at 0 and at each unit vector.
+            dim = queries.shape[1]
+            probes = np.vstack([np.zeros((1, dim), np.float32), np.eye(dim, dtype=np.float32)])  # (d + 1, d)
+            gradients = self._gradients(probes, score_class).astype(np.float64)  # (d + 1, d)
+            self._linear_maps[score_class] = (gradients[1:] - gradients[0], gradients[0])
+        matrix, offset = self._linear_maps[score_class]
+        return (np.asarray(queries, dtype=np.float64) @ matrix + offset).astype(np.float32)  # (B, d)
+
+    def _gradients(self, queries: np.ndarray, score_class: int | None) -> np.ndarray:
         query = torch.as_tensor(queries, dtype=self.dtype, device=self.device)  # (B, d)
         with torch.enable_grad():
             candidate = self.mean.expand_as(query).clone().requires_grad_(True)  # (B, d)
