@@ -122,9 +122,11 @@ def build_with_cli(model_dir: Path, catalogue: Path, core: int, *settings: str) 
     wall = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"index failed: {result.stderr[-3000:]}")
-    found = re.search(r"MB, in ([\d.]+) s \(encoding ([\d.]+) s, indexing ([\d.]+) s", result.stdout)
+    found = re.search(
+        r"MB, in ([\d.]+) s, ([\d.]+) s of CPU \(reading and encoding ([\d.]+) s, indexing ([\d.]+) s", result.stdout
+    )
     assert found, result.stdout
-    build, encode, index = (float(v) for v in found.groups())
+    build, cpu, encode, index = (float(v) for v in found.groups())
     header = json.loads(_header_bytes(model_dir / "retrieval.index"))
     count = header["count"]
     return {
@@ -133,7 +135,9 @@ def build_with_cli(model_dir: Path, catalogue: Path, core: int, *settings: str) 
         "build_seconds": build,
         "read_and_encode_seconds": encode,
         "index_seconds": index,
+        "build_cpu_seconds": cpu,
         "rate_build": round(count / build),
+        "rate_build_cpu": round(count / cpu),  # per core-second: what one core of its own would do
         "rate_process": round(count / wall),
         "search": header["search"],
         "file_mb": round((model_dir / "retrieval.index").stat().st_size / 1e6, 1),
@@ -223,6 +227,27 @@ def latency(port: int, requests: int, seed: int = 0) -> dict[str, float]:
     return out
 
 
+def worker_cpu_seconds(master: int) -> float:
+    """utime + stime of the server's workers (load on the machine delays them, it does not add to this)."""
+    total = 0
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(master: int, port: int, requests: int) -> dict[str, float]:
+    """CPU milliseconds a worker spends per request, top-10 and embedding measured in turn."""
+    rng = np.random.default_rng(1)
+    out = {}
+    for name, accept in (("top10", "application/json; top_k=10"), ("embedding", "application/json")):
+        before = worker_cpu_seconds(master)
+        for _ in range(requests):
+            post(port, json.dumps({"instances": [{"in0": [int(rng.integers(0, USERS))]}]}).encode(), accept)
+        out[f"{name}_cpu_ms"] = round((worker_cpu_seconds(master) - before) * 1000 / requests, 2)
+    return out
+
+
 def worker_memory(master: int, index_path: Path) -> list[dict[str, float]]:
     """Per worker: MB of anonymous memory (its own) and of the index file's mapping (Rss, Pss, shared)."""
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
@@ -275,6 +300,7 @@ def part_a(root: Path, sizes: list[int], requests: int, touch_seconds: float) ->
         process, port = start_server(folder, 1, {server_core})
         try:
             row.update(latency(port, requests))
+            row.update(cpu_per_request(process.pid, port, requests))
         finally:
             stop_server(process)
         process, port = start_server(folder, 2, set(cores))
@@ -651,9 +677,10 @@ def judge(result: dict[str, Any]) -> list[str]:
     """Each target of the issue, met or missed, with the figure."""
     verdicts = []
     for row in result.get("a", []):
-        verdict = "met" if row["rate_build"] >= BUILD_TARGET else "MISSED"
+        verdict = "met" if row["rate_build_cpu"] >= BUILD_TARGET else "MISSED"
         verdicts.append(
-            f"build >= {BUILD_TARGET:,}/s on one core at {row['candidates']:,}: {row['rate_build']:,}/s, {verdict}"
+            f"build >= {BUILD_TARGET:,}/s on one core at {row['candidates']:,}: {row['rate_build_cpu']:,} per "
+            f"CPU-second ({row['rate_build']:,}/s of wall time on the shared core), {verdict}"
         )
         if row["candidates"] >= 1_000_000:
             verdict = "met" if row["top10_p99_ms"] <= P99_TARGET_MS else "MISSED"
@@ -687,20 +714,21 @@ def render(result: dict[str, Any]) -> str:
             "thread; one `serve` worker pinned to one core, the HTTP client on the other; each top-10 query "
             "(re-rank depth 100) interleaved with a plain embedding request to the same server as the reference):",
             "",
-            "| candidates | search | build (read + encode + index + write) | whole `index` process | index file | "
-            "top-10 p50 / p99 | embedding p50 / p99 | index pages per worker (2 workers): Rss / Pss | "
-            "anonymous memory per worker | load before / after |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| candidates | search | build (read + encode + index + write): wall, CPU | whole `index` process | "
+            "index file | top-10 p50 / p99 | embedding p50 / p99 | worker CPU per request: top-10 / embedding | "
+            "index pages per worker (2 workers): Rss / Pss | anonymous memory per worker | load before / after |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in result["a"]:
             search = row["search"]
             kind = "exact" if search["kind"] == "exact" else f"ivf nlist {search['nlist']}, nprobe {search['nprobe']}"
             workers = row["workers"]
             lines.append(
-                f"| {row['candidates']:,} | {kind} | {row['build_seconds']:.1f} s = {row['rate_build']:,}/s | "
+                f"| {row['candidates']:,} | {kind} | {row['build_seconds']:.1f} s = {row['rate_build']:,}/s, "
+                f"{row['build_cpu_seconds']:.1f} s = {row['rate_build_cpu']:,}/s | "
                 f"{row['process_seconds']:.1f} s = {row['rate_process']:,}/s | {row['file_mb']} MB | "
                 f"{row['top10_p50_ms']} / {row['top10_p99_ms']} ms | {row['embedding_p50_ms']} / "
-                f"{row['embedding_p99_ms']} ms | "
+                f"{row['embedding_p99_ms']} ms | {row['top10_cpu_ms']} / {row['embedding_cpu_ms']} ms | "
                 + ", ".join(f"{w['index_rss']:.0f} / {w['index_pss']:.0f} MB" for w in workers)
                 + " | "
                 + ", ".join(f"{w['anonymous']:.0f} MB" for w in workers)
