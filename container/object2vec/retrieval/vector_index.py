@@ -3,13 +3,14 @@
 **exact** (catalogues up to retrieval_exact_max candidates, 50,000 by default): an IndexFlatIP, every
 candidate's q . b is computed for every query (SIMD, or BLAS for batches).
 
-**ivf** (larger catalogues): an IndexIVFFlat. Why IVF and not HNSW: on one core, IVF builds at
-about 100k vectors/s (k-means on 32 points per cell, then one assignment pass) where HNSW inserts
-4-6k vectors/s (M=16, efConstruction=40, 64-d: measured here), far from the 50k/s a re-index of a
-million-item catalogue should take; IVF-Flat adds 8 bytes per vector (its ids) where HNSW adds its
-graph (2 x M x 4 bytes per vector, as much again as 64-d vectors), and its one knob, nprobe, trades
-speed for recall plainly. Neither finds neighbours in structureless (isotropic Gaussian) data
-better than a scan (measured), and both do on clustered data, which learned embeddings are.
+**ivf** (larger catalogues): an IndexIVFFlat. Why IVF and not HNSW: on one core, IVF built 1M
+64-d vectors at about 90k/s (k-means on 32 points per cell, then one assignment pass) where HNSW
+inserted 3-6k vectors/s (M=16/32, efConstruction=40: measured here, benchmarks/results_notes.md),
+far from the 50k/s a re-index of a million-item catalogue should take; IVF-Flat adds 8 bytes per
+vector (its ids) where HNSW adds its graph (2 x M x 4 bytes per vector, as much again as 64-d
+vectors), and its one knob, nprobe, trades speed for recall plainly. Neither finds the neighbours
+of structureless (isotropic Gaussian) data much faster than a scan (measured); IVF does on
+clustered data, which learned embeddings are.
 Maximum inner product search is turned into nearest-neighbour search, which IVF's k-means suits:
 each vector b is stored as [b, sqrt(M^2 - |b|^2)] (M: the largest norm) and a query as [q, 0], so
 |q' - b'|^2 = |q|^2 + M^2 - 2 q . b: the nearest b' is the b of the largest inner product.
