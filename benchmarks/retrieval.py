@@ -136,8 +136,9 @@ def build_with_cli(model_dir: Path, catalogue: Path, core: int, *settings: str) 
         "read_and_encode_seconds": encode,
         "index_seconds": index,
         "build_cpu_seconds": cpu,
-        "rate_build": round(count / build),
-        "rate_build_cpu": round(count / cpu),  # per core-second: what one core of its own would do
+        # The log gives tenths of seconds: a tiny catalogue's build may read 0.0.
+        "rate_build": round(count / max(build, 0.05)),
+        "rate_build_cpu": round(count / max(cpu, 0.05)),  # per core-second: what one core of its own would do
         "rate_process": round(count / wall),
         "search": header["search"],
         "file_mb": round((model_dir / "retrieval.index").stat().st_size / 1e6, 1),
