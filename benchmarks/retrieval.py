@@ -547,10 +547,8 @@ def part_c(
     change RECOMMEND_HP (for trying settings on the validation split)."""
     import movielens
 
-    files = movielens.recbole_files()
+    files = movielens.recbole_files(missing_ok=quick)  # the full run stops with bench_data's instructions
     if files is None:
-        if not quick:
-            raise SystemExit("ml-100k not found: pip install --no-deps recbole==1.2.1 (or run with --quick)")
         files = movielens.synthetic_files(root / "raw")
     inter = movielens.sliced(files[0], root, 3000) if quick else files[0]
     data = root / "ml100k"
@@ -610,15 +608,17 @@ def part_c(
 def part_d(root: Path, quick: bool) -> dict[str, Any] | None:
     import random
 
+    import bench_data
     import reuters
 
-    if not reuters.SOURCE.is_dir():
-        print(f"[retrieval d] skipped: {reuters.SOURCE} is not here", file=sys.stderr)
+    source = bench_data.require("reuters", missing_ok=quick)  # the full run stops with the instructions
+    if source is None:
+        print("[retrieval d] skipped: no Reuters-21578 data (see above)", file=sys.stderr)
         return None
     from object2vec.retrieval.protocol import RetrievalParams
     from object2vec.retrieval.retriever import Retriever
 
-    train_all, test = reuters.read_modapte(reuters.SOURCE)
+    train_all, test = reuters.read_modapte(source)
     shuffled = list(train_all)
     random.Random(0).shuffle(shuffled)
     cut = int(round(len(shuffled) * reuters.VALIDATION_FRACTION))
