@@ -179,3 +179,31 @@ class TinyBertKit:
 @pytest.fixture(scope="session")
 def bert_kit() -> TinyBertKit:
     return TinyBertKit()
+
+
+TINY_WORDS = ["man", "woman", "is", "playing", "the", "guitar", "dog", "runs", "cat", "sleeps", "on", "mat", "two"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_bert: Path) -> Path:
+    """A BERT-style WordPiece tokenizer.json ([CLS] ... [SEP], lowercasing, single characters as
+    fallback pieces; its ids lie below the tiny checkpoint's vocab_size), written into the tiny
+    checkpoint's folder as sentence-transformers ships it, padding to 16 switched on in the file."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+    characters = list("abcdefghijklmnopqrstuvwxyz0123456789")
+    vocab_list = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS, *".,!?'-", *characters]
+    vocab_list += [f"##{c}" for c in characters]
+    vocab = {token: i for i, token in enumerate(vocab_list)}
+    tokenizer = tokenizers.Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.enable_padding(length=16, pad_id=0, pad_token="[PAD]")
+    path = tiny_bert / "tokenizer.json"
+    tokenizer.save(str(path))
+    return path

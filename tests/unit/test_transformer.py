@@ -112,15 +112,15 @@ def test_spec_round_trips_through_model_config_json(tiny_bert: Path) -> None:
 BAD_CONFIGS = [
     ({"hidden_size": 10**9}, "hidden_size=1000000000 must be an integer in [2, 8192]"),
     ({"vocab_size": -5}, "vocab_size=-5 must be an integer"),
-    ({"num_hidden_layers": "6"}, "layers='6' must be an integer"),
-    ({"num_attention_heads": 3}, "hidden_size=16 is not a multiple of heads=3"),
+    ({"num_hidden_layers": "6"}, "num_hidden_layers='6' must be an integer"),
+    ({"num_attention_heads": 3}, "hidden_size=16 is not a multiple of num_attention_heads=3"),
     ({"layer_norm_eps": 0}, "layer_norm_eps=0 must be a number in (0, 0.1]"),
-    ({"hidden_dropout_prob": 1.5}, "dropout=1.5 must be a number in [0, 1)"),
-    ({"hidden_act": "swish"}, "activation='swish': supported are gelu, relu"),
+    ({"hidden_dropout_prob": 1.5}, "hidden_dropout_prob=1.5 must be a number in [0, 1)"),
+    ({"hidden_act": "swish"}, "hidden_act='swish': supported are gelu, relu"),
     ({"model_type": "gpt2"}, "model_type is 'gpt2'; supported: bert"),
     ({"position_embedding_type": "relative_key"}, "only absolute is supported"),
     ({"is_decoder": True}, "only encoders are supported"),
-    ({"num_hidden_layers": None}, "layers=None must be an integer"),
+    ({"num_hidden_layers": None}, "num_hidden_layers=None must be an integer"),
 ]
 
 
@@ -136,11 +136,11 @@ def test_bad_configs_are_client_errors_naming_the_value(
     assert message in str(err.value)
 
 
-def test_a_missing_config_key_is_named(tmp_path: Path, bert_kit: Any) -> None:
+def test_a_missing_config_key_is_named_with_every_other_problem(tmp_path: Path, bert_kit: Any) -> None:
     folder = bert_kit.write(tmp_path / "ckpt")
     config = {k: v for k, v in bert_kit.config.items() if k != "intermediate_size"}
-    (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ClientError, match="intermediate_size is missing"):
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_size": 99999999}))
+    with pytest.raises(ClientError, match="intermediate_size is missing; hidden_size=99999999 must be an integer"):
         read_checkpoint(folder, "tiny")
 
 

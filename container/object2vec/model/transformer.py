@@ -140,9 +140,7 @@ class TransformerSpec:
                 values[name] = HF_DEFAULTS[name]
             else:
                 problems.append(f"{key} is missing")
-        if problems:
-            raise ClientError(f"{where}: " + "; ".join(problems))
-        return _checked(values, where)
+        return _checked(values, where, problems, HF_KEYS)
 
     @property
     def parameters(self) -> int:
@@ -160,25 +158,33 @@ class TransformerSpec:
         )
 
 
-def _checked(values: dict[str, Any], where: str) -> TransformerSpec:
-    problems = []
+def _checked(
+    values: dict[str, Any], where: str, problems: list[str] | None = None, keys: Mapping[str, str] | None = None
+) -> TransformerSpec:
+    """A spec of `values` after checking every value present; all problems (with `problems` found
+    before) in one ClientError. `keys` names the fields as the file does (config.json's names)."""
+    problems = list(problems or [])
+    keys = keys or {}
+
+    def show(name: str) -> str:
+        return f"{keys.get(name, name)}={values[name]!r}"
+
     for name, (lo, hi) in LIMITS.items():
-        value = values.get(name)
-        if type(value) is not int or not lo <= value <= hi:
-            problems.append(f"{name}={value!r} must be an integer in [{lo}, {hi}]")
+        if name in values and (type(values[name]) is not int or not lo <= values[name] <= hi):
+            problems.append(f"{show(name)} must be an integer in [{lo}, {hi}]")
     eps, dropout = values.get("layer_norm_eps"), values.get("dropout")
-    if type(eps) not in (int, float) or not 0 < eps <= 0.1:
-        problems.append(f"layer_norm_eps={eps!r} must be a number in (0, 0.1]")
-    if type(dropout) not in (int, float) or not 0 <= dropout < 1:
-        problems.append(f"dropout={dropout!r} must be a number in [0, 1)")
-    if values.get("activation") not in ACTIVATIONS:
-        problems.append(f"activation={values.get('activation')!r}: supported are {', '.join(ACTIVATIONS)}")
+    if "layer_norm_eps" in values and (type(eps) not in (int, float) or not 0 < eps <= 0.1):
+        problems.append(f"{show('layer_norm_eps')} must be a number in (0, 0.1]")
+    if "dropout" in values and (type(dropout) not in (int, float) or not 0 <= dropout < 1):
+        problems.append(f"{show('dropout')} must be a number in [0, 1)")
+    if "activation" in values and values["activation"] not in ACTIVATIONS:
+        problems.append(f"{show('activation')}: supported are {', '.join(ACTIVATIONS)}")
     if values.get("pooling") not in POOLINGS:
         problems.append(f"pooling={values.get('pooling')!r}: supported are {', '.join(POOLINGS)}")
     if type(values.get("normalize")) is not bool:
         problems.append(f"normalize={values.get('normalize')!r} must be true or false")
     if not problems and values["hidden_size"] % values["heads"]:
-        problems.append(f"hidden_size={values['hidden_size']} is not a multiple of heads={values['heads']}")
+        problems.append(f"{show('hidden_size')} is not a multiple of {show('heads')}")
     if problems:
         raise ClientError(f"{where}: " + "; ".join(problems))
     spec = TransformerSpec(**{**values, "layer_norm_eps": float(eps), "dropout": float(dropout)})  # type: ignore[arg-type]
