@@ -395,3 +395,20 @@ def test_checkpoint_shapes_name_every_tensor_the_encoder_reads(tiny_bert: Path, 
     written = bert_kit.tensors(bert_kit.config)
     assert set(shapes) == {k for k in written if not k.startswith(("pooler.", "embeddings.position_ids"))}
     assert all(tuple(written[k].shape) == shape for k, shape in shapes.items())
+
+
+def test_inference_takes_the_fast_path_that_skips_padding(tiny_bert: Path) -> None:
+    """torch's fast path packs the batch into a nested tensor and hands back exact zeros at padded
+    positions; the padded path computes them (and pooling masks them out)."""
+    transformer = load_encoder(tiny_bert).transformer
+    ids, lengths = padded(SEQS)
+    mask = torch.arange(ids.shape[1]) < lengths[:, None]
+    with torch.inference_mode():
+        fast = transformer(ids, mask)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            slow = transformer(ids, mask)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(True)
+    assert torch.all(fast[~mask] == 0) and not torch.all(slow[~mask] == 0)
+    torch.testing.assert_close(fast[mask], slow[mask], atol=1e-5, rtol=1e-5)
