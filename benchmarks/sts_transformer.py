@@ -93,6 +93,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "early_stopping_patience": 2,
         "early_stopping_tolerance": 0.001,
     },
+    # The pair score as a weighted cosine: with the checkpoint's normalised embeddings the hadamard
+    # features are ~1/384 each, so the single output layer needs a large learning rate to reach a
+    # 0-5 scale in a few hundred steps; the transformer gets 0.05 x 0.0006 = 3e-5.
+    "dotfast": {
+        "comparator_list": "hadamard",
+        "mlp_layers": 0,
+        "learning_rate": 0.05,
+        "transformer_learning_rate_multiplier": 0.0006,
+        "transformer_warmup_steps": 36,
+        "epochs": 3,
+        "early_stopping_patience": 2,
+        "early_stopping_tolerance": 0.001,
+    },
 }
 FINETUNED = "mlp"
 QUICK_HP = {"epochs": 2, "transformer_warmup_steps": 2}  # two epochs: a learning curve
@@ -272,6 +285,11 @@ def main() -> None:
     parser.add_argument("--dev-only", action="store_true", help="tuning: train and score sts-dev only, never test")
     parser.add_argument("--skip-as-is", action="store_true", help="do not run the as-is (frozen) model")
     parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="only the as-is model's scores, served cosine and speed (cached in the work dir for the final run)",
+    )
+    parser.add_argument(
         "--as-is-only",
         action="store_true",
         help="only train the as-is model (a later run in the same --work-dir reuses it)",
@@ -314,46 +332,26 @@ def main() -> None:
     rows: list[common.Row] = []
     curves = {}
 
-    # -- fine-tuned ---------------------------------------------------------------------------
-    tuned = train_run(root, f"finetuned-{args.config}", {**hp, **CONFIGS[args.config], **quick}, channels, minilm)
-    curves[f"STS-B MiniLM fine-tuned ({args.config})"] = tuned.curves()
-    per_epoch = epoch_seconds(tuned, report["outputs"]["train.jsonl"])
-    predictor = common.load_predictor(tuned.model_dir)
-    dev_pair, dev_cosine = scores(predictor, dev)
-    details["finetuned"] = {
-        "hyperparameters": CONFIGS[args.config],
-        "dev_pair": dev_pair,
-        "dev_cosine": dev_cosine,
-        "best_epoch": tuned.best_epoch(),
-        "train_seconds": tuned.seconds,
-        "epoch_seconds": per_epoch,
-    }
-    print(f"[sts_transformer] {args.config}: dev pair {dev_pair:.4f}, dev cosine {dev_cosine:.4f}", flush=True)
-    if args.dev_only:
-        common.Report(
-            "sts_transformer", rows, curves, command=common.command_line("sts_transformer.py"), details=details
-        ).write(args.json_out)
+    tuned_hp = {**hp, **CONFIGS[args.config], **quick}
+    if args.dev_only:  # tuning: the fine-tuned model on sts-dev, nothing else
+        tuned = train_run(root, f"finetuned-{args.config}", tuned_hp, channels, minilm)
+        dev_pair, dev_cosine = scores(common.load_predictor(tuned.model_dir), dev)
+        details["finetuned"] = finetuned_details(args.config, tuned, dev_pair, dev_cosine, report)
+        print(f"[sts_transformer] {args.config}: dev pair {dev_pair:.4f}, dev cosine {dev_cosine:.4f}", flush=True)
+        common.Report("sts_transformer", [], {}, common.command_line("sts_transformer.py"), details=details).write(
+            args.json_out
+        )
         return
-    test_pair, test_cosine = scores(predictor, test)
-    epoch_s = float(np.mean(per_epoch)) if per_epoch else None
-    timing = f"{epoch_s:.0f} s per epoch of {report['outputs']['train.jsonl']} pairs" if epoch_s else ""
-    for use_case, value, beside in (
-        ("STS-B pair score, MiniLM fine-tuned (transformer)", test_pair, "STS-B pair score (regression)"),
-        ("STS-B enc0 cosine, MiniLM fine-tuned (transformer)", test_cosine, "STS-B embedding cosine (enc0)"),
-    ):
-        row = common.Row(use_case, "test Pearson", value, tuned.seconds, "all-MiniLM-L6-v2 as is (cosine)")
-        row.target = f">= {TARGET}"
-        row.met, row.missed_by = common.judge_at_least(value, TARGET)
-        row.notes = f"config {args.config!r} chosen on sts-dev (dev {dev_pair:.4f} / {dev_cosine:.4f}); {timing}"
-        row.beside = beside
-        rows.append(row)
+    cache = Measurements(root / "measurements.json", enabled=not args.quick)
 
-    # -- as is: the checkpoint's own embedding, served ----------------------------------------
-    if not args.skip_as_is:
-        as_is = train_run(root, "as-is", {**hp, **AS_IS_HP, **({"epochs": 2} if args.quick else {})}, channels, minilm)
+    # -- as is: the checkpoint's own embedding, served, and the speed of serving -----------------
+    as_is = None if args.skip_as_is else train_run(root, "as-is", {**hp, **AS_IS_HP, **quick}, channels, minilm)
+    if as_is is not None:
         curves["STS-B MiniLM frozen + head"] = as_is.curves()
-        frozen_pair, in_process_cosine = scores(common.load_predictor(as_is.model_dir), test)
-        served = served_cosine(as_is.base, test)
+        frozen_pair, in_process_cosine = cache.get(
+            "as_is_scores", lambda: scores(common.load_predictor(as_is.model_dir), test)
+        )
+        served = cache.get("as_is_served_cosine", lambda: served_cosine(as_is.base, test))
         details["as_is"] = {
             "in_process_cosine": in_process_cosine,
             "served_cosine": served,
@@ -371,31 +369,67 @@ def main() -> None:
         row.missed_by = "" if row.met in (True, None) else f"{abs(served - AS_IS_REFERENCE):.4f}"
         row.notes = "enc0 frozen whole, no projection; embeddings asked of the real server over HTTP"
         rows.append(row)
-        head = common.Row(
-            "STS-B pair score, MiniLM frozen + trained head (transformer)",
-            "test Pearson",
-            frozen_pair,
-            as_is.seconds,
-            "all-MiniLM-L6-v2 as is (cosine)",
-            notes="encX_freeze_layers=all: only the comparator MLP trains (1 epoch)",
+        rows.append(
+            common.Row(
+                "STS-B pair score, MiniLM frozen + trained head (transformer)",
+                "test Pearson",
+                frozen_pair,
+                as_is.seconds,
+                "all-MiniLM-L6-v2 as is (cosine)",
+                notes="encX_freeze_layers=all: only the comparator MLP trains (1 epoch)",
+            )
         )
-        rows.append(head)
+    peer = None if args.no_peer else cache.get("peer", lambda: peer_pearson(files["test"], test))
+    # Latency: the as-is model when there is one (the same MiniLM and 384-d embedding as the
+    # fine-tuned model; only the small head differs), so it can be measured while tuning runs.
+    served_base = as_is.base if as_is is not None else None
+    latency = None
+    if served_base is not None:
+        latency = cache.get("latency", lambda: served_latency(served_base, test, args.latency_requests))
+        peer_latency = (
+            None
+            if args.no_peer
+            else cache.get("peer_latency", lambda: minilm_latency(raw_sentences(files["test"]), args.latency_requests))
+        )
+        fast = cache.get("fast_path", lambda: fast_path_ratio(served_base / "model", test, 5 if args.quick else 30))
+        details.update(latency_ms=latency, peer_latency_ms=peer_latency, fast_path=fast)
+    if args.measure_only:
+        print("[sts_transformer] measurements cached in", cache.path, flush=True)
+        return
 
-    # -- the checkpoint's own score, and speed --------------------------------------------------
-    peer = None if args.no_peer else minilm_peer(raw_sentences(files["test"]))
-    gold = np.array([r["label"] for r in test])
+    # -- fine-tuned -----------------------------------------------------------------------------
+    tuned = train_run(root, f"finetuned-{args.config}", tuned_hp, channels, minilm)
+    curves[f"STS-B MiniLM fine-tuned ({args.config})"] = tuned.curves()
+    predictor = common.load_predictor(tuned.model_dir)
+    dev_pair, dev_cosine = scores(predictor, dev)
+    details["finetuned"] = finetuned_details(args.config, tuned, dev_pair, dev_cosine, report)
+    test_pair, test_cosine = scores(predictor, test)
+    per_epoch = details["finetuned"]["epoch_seconds"]
+    epoch_s = float(np.mean(per_epoch)) if per_epoch else None
+    timing = f"{epoch_s:.0f} s per epoch of {report['outputs']['train.jsonl']} pairs" if epoch_s else ""
+    tuned_rows = []
+    for use_case, value, beside in (
+        ("STS-B pair score, MiniLM fine-tuned (transformer)", test_pair, "STS-B pair score (regression)"),
+        ("STS-B enc0 cosine, MiniLM fine-tuned (transformer)", test_cosine, "STS-B embedding cosine (enc0)"),
+    ):
+        row = common.Row(use_case, "test Pearson", value, tuned.seconds, "all-MiniLM-L6-v2 as is (cosine)")
+        row.target = f">= {TARGET}"
+        row.met, row.missed_by = common.judge_at_least(value, TARGET)
+        row.notes = f"config {args.config!r} chosen on sts-dev (dev {dev_pair:.4f} / {dev_cosine:.4f}); {timing}"
+        row.beside = beside
+        tuned_rows.append(row)
+    rows = tuned_rows + rows
+    if latency is None:  # no as-is model: time the fine-tuned one
+        latency = served_latency(tuned.base, test, args.latency_requests)
+        peer_latency = None if args.no_peer else minilm_latency(raw_sentences(files["test"]), args.latency_requests)
+        fast = fast_path_ratio(tuned.model_dir, test, 5 if args.quick else 30)
+        details.update(latency_ms=latency, peer_latency_ms=peer_latency, fast_path=fast)
     for row in rows:
         if peer is None:
             row.peer_note = "skipped" if args.no_peer else common.NOT_INSTALLED
         else:
-            row.peer_value, row.peer_seconds = pearson(peer[0], gold), peer[1]
-    (p50, p99), latency_s = served_latency(tuned.base, test, args.latency_requests)
-    peer_latency = None if args.no_peer else minilm_latency(raw_sentences(files["test"]), args.latency_requests)
-    details["latency_ms"] = {"p50": p50, "p99": p99, "requests": args.latency_requests, "workers": cpus}
-    details["peer_latency_ms"] = peer_latency
-    fast = fast_path_ratio(tuned.model_dir, test, 5 if args.quick else 30)
-    details["fast_path"] = fast
-    details["load_after"] = common.machine_load()
+            row.peer_value, row.peer_seconds = peer
+    (p50, p99), latency_s = latency
     for name, value, index in (("p50", p50, 0), ("p99", p99, 1)):
         speed = common.Row(
             f"MiniLM one-pair request latency {name} (transformer)",
@@ -414,9 +448,45 @@ def main() -> None:
         else:
             speed.peer_value, speed.peer_seconds = peer_latency[index], peer_latency[2]
         rows.append(speed)
+    details["load_after"] = common.machine_load()
     common.Report(
         "sts_transformer", rows, curves, command=common.command_line("sts_transformer.py"), details=details
     ).write(args.json_out)
+
+
+def finetuned_details(config: str, run: Any, dev_pair: float, dev_cosine: float, report: dict) -> dict[str, Any]:
+    return {
+        "config": config,
+        "hyperparameters": CONFIGS[config],
+        "dev_pair": dev_pair,
+        "dev_cosine": dev_cosine,
+        "best_epoch": run.best_epoch(),
+        "train_seconds": run.seconds,
+        "epoch_seconds": epoch_seconds(run, report["outputs"]["train.jsonl"]),
+    }
+
+
+def peer_pearson(test_file: Path, test: list[dict]) -> tuple[float, float] | None:
+    """(test Pearson, seconds) of sentence-transformers' own all-MiniLM-L6-v2 cosine."""
+    peer = minilm_peer(raw_sentences(test_file))
+    return None if peer is None else (pearson(peer[0], np.array([r["label"] for r in test])), peer[1])
+
+
+class Measurements:
+    """Results of the steps that do not depend on the fine-tuning configuration, kept in the work
+    dir so that a --measure-only run (while tuning runs elsewhere) and the final run share them."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.values: dict[str, Any] = json.loads(path.read_text()) if enabled and path.is_file() else {}
+
+    def get(self, key: str, compute: Any) -> Any:
+        if key not in self.values:
+            self.values[key] = compute()
+            if self.enabled:
+                self.path.write_text(json.dumps(self.values, indent=1))
+        return self.values[key]
 
 
 if __name__ == "__main__":
