@@ -148,9 +148,10 @@ def transformer_section(reports: list[dict]) -> list[str]:
     ]
     for report in reports:
         for row in report["rows"]:
-            peer = row["peer_note"] or cell(row["peer_value"])
+            digits = 4 if (row["value"] or 0) < 10 else 1  # Pearsons, or milliseconds
+            peer = row["peer_note"] or cell(row["peer_value"], digits)
             lines.append(
-                f"| {row['use_case']} | {row['metric']} | {cell(row['value'], 4 if (row['value'] or 0) < 10 else 1)} | "
+                f"| {row['use_case']} | {row['metric']} | {cell(row['value'], digits)} | "
                 f"{common.fmt_s(row['seconds'])} | {peer} | {verdict(row)} |"
             )
     lines += ["", "Notes:", ""]

@@ -108,7 +108,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "early_stopping_tolerance": 0.001,
     },
 }
-FINETUNED = "mlp"
+FINETUNED = "dotfast"
 QUICK_HP = {"epochs": 2, "transformer_warmup_steps": 2}  # two epochs: a learning curve
 
 
