@@ -18,6 +18,7 @@ from object2vec.config import Hyperparameters
 from object2vec.errors import ClientError
 from object2vec.files import atomic_path
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.model.transformer import specs_from_dict, specs_to_dict
 
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -45,6 +46,8 @@ def save_model(model: Object2VecModel, model_dir: Path, info: dict[str, Any] | N
         "output": {"layer": hp.output_layer, "dim": hp.output_dim},
         **(info or {}),
     }
+    if model.transformer_specs:  # the architecture of each transformer encoder, so serving needs no checkpoint
+        config["transformers"] = specs_to_dict(model.transformer_specs)
     with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
         # save_model (not save_file) handles the shared table of tied token embeddings.
         save_safetensors(model, str(tmp), metadata={"format": "pt", "object2vec_format_version": str(FORMAT_VERSION)})
@@ -70,7 +73,8 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
     if version != FORMAT_VERSION:
         raise ClientError(f"{config_path} has format_version {version!r}; this release reads version {FORMAT_VERSION}")
     hp = Hyperparameters.from_dict(config["hyperparameters"])
-    model = Object2VecModel(hp)
+    specs = specs_from_dict(config.get("transformers", {}), str(config_path))
+    model = Object2VecModel(hp, specs)
     try:
         load_safetensors(model, str(weights_path), strict=True, device=str(device))
     except (RuntimeError, OSError, ValueError, SafetensorError) as err:
