@@ -11,8 +11,12 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
+
+if TYPE_CHECKING:
+    from object2vec.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
 
@@ -58,30 +62,44 @@ def train_main(argv: Sequence[str]) -> int:
     configure_logging()
     if argv:
         logger.warning("Ignoring arguments after 'train': %s", " ".join(argv))
-    from object2vec.environment import TrainingEnvironment, base_dir
-    from object2vec.training.job import run_training
-    from object2vec.training.signals import StopSignal
+    from object2vec.training.signals import StopSignal  # light: the handlers come before torch
 
-    failure_file = base_dir() / "output" / "failure"
-    stop = StopSignal.install()
+    stop = StopSignal()
     try:
+        stop.listen()  # raises TrainingStopped for a signal since the start (see object2vec.startup)
+        from object2vec.environment import TrainingEnvironment
+        from object2vec.training.job import run_training
+
         env = TrainingEnvironment.from_sagemaker()
         run_training(env, stop)
+        stop.complete()
     except ClientError as err:
-        return _fail(failure_file, "ClientError", str(err), EXIT_CLIENT_ERROR)
+        return _fail(stop, "ClientError", str(err), EXIT_CLIENT_ERROR)
     except TrainingStopped as err:
-        return _fail(failure_file, "TrainingStopped", str(err), EXIT_STOPPED)
+        return _fail(stop, "TrainingStopped", str(err), EXIT_STOPPED)
     except AlgorithmError as err:
-        return _fail(failure_file, "AlgorithmError", str(err), EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
+        return _fail(stop, "AlgorithmError", str(err), EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
     except Exception as err:  # an internal fault: reported, never a bare traceback
         message = f"{type(err).__name__}: {err}"
-        return _fail(failure_file, "AlgorithmError", message, EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
-    (failure_file.parent / "success").touch()
+        return _fail(stop, "AlgorithmError", message, EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
+    success_file = _output_dir() / "success"
+    try:
+        success_file.touch()
+    except OSError as err:  # the model is complete: a read-only output/ does not fail the job
+        logger.warning("Could not write %s (%s); the model is complete", success_file, err)
     return 0
 
 
-def _fail(failure_file: Path, kind: str, message: str, code: int, detail: str = "") -> int:
+def _output_dir() -> Path:
+    from object2vec.environment import base_dir
+
+    return base_dir() / "output"
+
+
+def _fail(stop: StopSignal, kind: str, message: str, code: int, detail: str = "") -> int:
     """Write the failure file (message first: only 1024 characters are shown) and log it."""
+    stop.close()
+    failure_file = _output_dir() / "failure"
     text = f"{kind}: {message}"
     logger.error("Reporting training FAILURE: %s", text)
     if detail:

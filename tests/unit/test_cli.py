@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,45 @@ def test_other_failures(base: Path, job: dict[str, Any], error: Exception, prefi
         assert failure == f"TrainingStopped: {error}\n"
     else:
         assert "Traceback (most recent call last):" in failure  # details after the message
+
+
+def test_a_read_only_output_after_success_is_a_warning(
+    base: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base.mkdir()
+    (base / "output").write_text("not a folder")  # what root cannot write either
+    assert cli.train_main([]) == 0
+    assert "the model is complete" in capsys.readouterr().out
+
+
+def test_a_signal_before_the_job_starts_stops_it(base: Path, job: dict[str, Any]) -> None:
+    """The image's `train` starts Python with SIGTERM blocked: a StopTrainingJob in the first
+    moments waits, and stops the job as soon as the handlers exist, before torch is imported."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    try:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        assert cli.train_main([]) == cli.EXIT_STOPPED
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    assert job["calls"] == 0
+    assert (base / "output" / "failure").read_text().startswith("TrainingStopped: training stopped by SIGTERM")
+
+
+def test_a_signal_while_the_job_finishes_stops_it(
+    base: Path, job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during the last deferred steps (test metrics, saving): the model is complete, but
+    the job was asked to stop: exit 143, not success."""
+
+    def run_training(_env: Any, stop: Any) -> None:
+        with stop.deferred():
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+    monkeypatch.setattr("object2vec.training.job.run_training", run_training)
+    (base / "output").mkdir(parents=True)
+    assert cli.train_main([]) == cli.EXIT_STOPPED
+    assert "as it finished; the complete model was saved" in (base / "output" / "failure").read_text()
+    assert not (base / "output" / "success").exists()
 
 
 def test_exit_codes() -> None:
