@@ -64,7 +64,7 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fla
     def http_error(err: HTTPException) -> Response:
         status = err.code or 500
         if status == 413:
-            message = too_large_message(config)
+            message = config.too_large_message()
         else:
             message = err.description or err.name
         return _error(status, message)
@@ -75,15 +75,6 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fla
         return _error(500, f"internal error ({type(err).__name__}); see the endpoint's logs")
 
     return app
-
-
-def too_large_message(config: ServingConfig) -> str:
-    """The 413 message, from the app or from nginx in front of it (serving/nginx.py)."""
-    return (
-        f"the body is larger than {config.max_body_bytes} bytes "
-        f"({'MaxPayloadInMB of this batch transform' if config.batch else 'the real-time limit'}): "
-        "send fewer instances per request"
-    )
 
 
 def _read_body(config: ServingConfig) -> bytes:
@@ -99,7 +90,7 @@ def _read_body(config: ServingConfig) -> bytes:
     limit = config.max_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise RequestError(413, too_large_message(config))
+        raise RequestError(413, config.too_large_message())
     stream = request.environ["wsgi.input"]
     try:
         body = stream.read(limit + 1 if declared is None else declared)
@@ -110,7 +101,7 @@ def _read_body(config: ServingConfig) -> bytes:
             400, f"the request body could not be read ({type(err).__name__}): check its Transfer-Encoding"
         ) from None
     if len(body) > limit:
-        raise RequestError(413, too_large_message(config))
+        raise RequestError(413, config.too_large_message())
     if declared is not None and len(body) < declared:
         raise RequestError(
             400, f"the body ended after {len(body)} of the {declared} bytes its Content-Length announced"
