@@ -36,6 +36,7 @@ ERROR_URI = "/__object2vec_error/"
 ERRORS: dict[int, tuple[int, str]] = {
     400: (400, "the request is malformed (its request line, headers or chunked body): send well-formed HTTP/1.1"),
     404: (404, "not found: the paths are /ping, /invocations and /execution-parameters"),
+    405: (405, "method not allowed: GET /ping, POST /invocations, GET /execution-parameters"),
     408: (408, "the request did not arrive in time: send it without pauses"),
     411: (411, "the request needs a Content-Length or Transfer-Encoding: chunked"),
     414: (414, "the request URI is too long"),
@@ -120,11 +121,16 @@ http {{
 
     server {{
         listen {settings.port} default_server;
+        # Only the methods the API has; gunicorn would answer some others nginx passes in HTML.
+        if ($request_method !~ ^(GET|HEAD|POST)$) {{
+            return 405;
+        }}
 
         location / {{
             proxy_pass http://gunicorn;
             proxy_set_header Host $host;
             proxy_redirect off;
+            proxy_ignore_client_abort on;  # a client that half-closes (done sending) still gets its answer
             proxy_read_timeout {upstream_timeout}s;
             proxy_send_timeout {upstream_timeout}s;
             proxy_buffer_size 64k;

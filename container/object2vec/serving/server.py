@@ -59,8 +59,14 @@ POLL_S = 0.1
 def gunicorn_options(settings: ServerSettings, bind: str | None = None) -> dict[str, Any]:
     """Every gunicorn setting `serve` uses (also what docker/gunicorn.conf.py loads).
 
-    bind: where gunicorn listens; by default the port, on all interfaces (no nginx in front)."""
+    bind: where gunicorn listens; by default the port, on all interfaces (no nginx in front).
+    Behind nginx (a unix socket) gunicorn's own request-line and header limits are lifted: nginx
+    bounds them already, and answers in JSON, where gunicorn would answer some requests nginx
+    passes (more than 100 headers, a 5 KB URI) with an HTML error."""
+    behind_nginx = bind is not None and bind.startswith("unix:")
+    limits = {"limit_request_line": 0, "limit_request_fields": 32768, "limit_request_field_size": 1 << 16}
     return {
+        **(limits if behind_nginx else {}),
         "bind": [bind or f"0.0.0.0:{settings.port}"],
         "workers": settings.workers,
         "worker_class": "sync",  # CPU-bound forwards: one request at a time per worker
