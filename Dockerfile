@@ -81,7 +81,8 @@ RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
     && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx \
     && rm -f /usr/sbin/policy-rc.d /etc/nginx/sites-enabled/default \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/object2vec /opt/object2vec
 COPY docker/program/train docker/program/serve /opt/program/

@@ -7,11 +7,12 @@ failure file and exit code SageMaker expects, in this one place.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
 
@@ -62,27 +63,40 @@ def train_main(argv: Sequence[str]) -> int:
     configure_logging()
     if argv:
         logger.warning("Ignoring arguments after 'train': %s", " ".join(argv))
-    from object2vec.training.signals import StopSignal  # light: the handlers come before torch
+    from object2vec.environment import base_dir  # light, like StopSignal: both come before torch
+    from object2vec.training.signals import StopSignal
 
+    output_dir = base_dir() / "output"
     stop = StopSignal()
-    try:
-        stop.listen()  # raises TrainingStopped for a signal since the start (see object2vec.startup)
-        from object2vec.environment import TrainingEnvironment
-        from object2vec.training.job import run_training
 
-        env = TrainingEnvironment.from_sagemaker()
+    def stop_at_once(signal_name: str) -> NoReturn:
+        code = _fail(
+            stop, output_dir, "TrainingStopped", f"training stopped by {signal_name} before it started", EXIT_STOPPED
+        )
+        sys.stdout.flush()
+        os._exit(code)  # no exception through the imports in progress (see training/signals.py)
+
+    try:
+        # A signal since the start (held back by the image's `train`, see object2vec.startup) or
+        # during the imports ends the job at once.
+        with stop.at_once(stop_at_once):
+            stop.listen()
+            from object2vec.environment import TrainingEnvironment
+            from object2vec.training.job import run_training
+
+            env = TrainingEnvironment.from_sagemaker()  # imports sagemaker-training
         run_training(env, stop)
         stop.complete()
     except ClientError as err:
-        return _fail(stop, "ClientError", str(err), EXIT_CLIENT_ERROR)
+        return _fail(stop, output_dir, "ClientError", str(err), EXIT_CLIENT_ERROR)
     except TrainingStopped as err:
-        return _fail(stop, "TrainingStopped", str(err), EXIT_STOPPED)
+        return _fail(stop, output_dir, "TrainingStopped", str(err), EXIT_STOPPED)
     except AlgorithmError as err:
-        return _fail(stop, "AlgorithmError", str(err), EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
+        return _fail(stop, output_dir, "AlgorithmError", str(err), EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
     except Exception as err:  # an internal fault: reported, never a bare traceback
         message = f"{type(err).__name__}: {err}"
-        return _fail(stop, "AlgorithmError", message, EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
-    success_file = _output_dir() / "success"
+        return _fail(stop, output_dir, "AlgorithmError", message, EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
+    success_file = output_dir / "success"
     try:
         success_file.touch()
     except OSError as err:  # the model is complete: a read-only output/ does not fail the job
@@ -90,16 +104,10 @@ def train_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _output_dir() -> Path:
-    from object2vec.environment import base_dir
-
-    return base_dir() / "output"
-
-
-def _fail(stop: StopSignal, kind: str, message: str, code: int, detail: str = "") -> int:
+def _fail(stop: StopSignal, output_dir: Path, kind: str, message: str, code: int, detail: str = "") -> int:
     """Write the failure file (message first: only 1024 characters are shown) and log it."""
     stop.close()
-    failure_file = _output_dir() / "failure"
+    failure_file = output_dir / "failure"
     text = f"{kind}: {message}"
     logger.error("Reporting training FAILURE: %s", text)
     if detail:

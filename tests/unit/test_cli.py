@@ -148,17 +148,28 @@ def test_a_read_only_output_after_success_is_a_warning(
     assert "the model is complete" in capsys.readouterr().out
 
 
-def test_a_signal_before_the_job_starts_stops_it(base: Path, job: dict[str, Any]) -> None:
+def test_a_signal_before_the_job_starts_stops_it_at_once(
+    base: Path, job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The image's `train` starts Python with SIGTERM blocked: a StopTrainingJob in the first
-    moments waits, and stops the job as soon as the handlers exist, before torch is imported."""
+    moments waits, and ends the process as soon as the handlers exist, during the imports, with
+    the failure file written (os._exit: no exception through a library's import)."""
+
+    def exit_(code: int) -> None:
+        raise SystemExit(code)  # instead of ending pytest
+
+    monkeypatch.setattr(cli.os, "_exit", exit_)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     try:
         signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
-        assert cli.train_main([]) == cli.EXIT_STOPPED
+        with pytest.raises(SystemExit) as exit_info:
+            cli.train_main([])
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    assert exit_info.value.code == cli.EXIT_STOPPED
     assert job["calls"] == 0
-    assert (base / "output" / "failure").read_text().startswith("TrainingStopped: training stopped by SIGTERM")
+    failure = (base / "output" / "failure").read_text()
+    assert failure == "TrainingStopped: training stopped by SIGTERM before it started\n"
 
 
 def test_a_signal_while_the_job_finishes_stops_it(

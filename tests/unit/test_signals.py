@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -104,3 +105,26 @@ def test_after_complete_signals_are_only_logged(stop: StopSignal, caplog: pytest
     deliver(signal.SIGTERM)
     assert stop.requested is None
     assert "after the job completed: ignored" in caplog.text
+
+
+def test_check_raises_after_a_deferred_signal(stop: StopSignal) -> None:
+    """How train_main guards its imports: signals wait until check()."""
+    with stop.deferred():
+        deliver(signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM"):
+        stop.check()
+
+
+def test_at_once_hands_the_signal_to_the_callback(stop: StopSignal) -> None:
+    calls: list[str] = []
+
+    def exit_(name: str) -> Any:
+        calls.append(name)
+        raise SystemExit(143)
+
+    with pytest.raises(SystemExit), stop.at_once(exit_):
+        deliver(signal.SIGINT)
+    assert calls == ["SIGINT"]
+    with stop.deferred():
+        deliver(signal.SIGTERM)  # outside at_once again: only the flag
+    assert calls == ["SIGINT"]

@@ -2,7 +2,12 @@
 
 Outside the training loop a signal stops at once (raises TrainingStopped where the program is).
 Inside it (`deferred()`), the signal only sets a flag that the loop checks after every batch, so
-the loop can end cleanly and the best model so far can be saved. `complete()` ends the job: a
+the loop can end cleanly and the best model so far can be saved. During the program's start
+(`at_once()`: the imports of torch and numpy, reading the environment) a signal ends the process
+at once through a callback that writes the failure file: an exception raised in the middle of a
+library's import can be swallowed by the library's own `except Exception` and leave a module
+half-imported (seen: numpy without `matrix`, then a bogus AlgorithmError or ClientError instead
+of TrainingStopped), and nothing has been done yet that needs cleaning up. `complete()` ends the job: a
 signal that arrived during its last deferred steps still stops it (exit 143); once the outcome
 is decided (`close()`), signals are only logged. See object2vec.startup for signals that arrive
 before the handlers exist.
@@ -12,9 +17,10 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import NoReturn
 
 from object2vec.errors import TrainingStopped
 from object2vec.startup import STOP_SIGNALS, unblock_stop_signals
@@ -27,6 +33,7 @@ class StopSignal:
         self.requested: str | None = None  # the signal's name once one arrived
         self._deferred = False
         self._completed = False
+        self._exit: Callable[[str], NoReturn] | None = None  # set within at_once()
 
     @classmethod
     def install(cls) -> StopSignal:
@@ -48,8 +55,24 @@ class StopSignal:
             return
         self.requested = name
         logger.warning("Received %s: stopping", self.requested)
+        if self._exit is not None:
+            self._exit(name)
         if not self._deferred:
+            self.check()
+
+    def check(self) -> None:
+        """Raise TrainingStopped if a signal arrived (while deferred, or before a block ended)."""
+        if self.requested and not self._completed:
             raise TrainingStopped(f"training stopped by {self.requested} before the first epoch ended")
+
+    @contextmanager
+    def at_once(self, exit_: Callable[[str], NoReturn]) -> Iterator[None]:
+        """Within this block a signal calls exit_(signal name), which must end the process."""
+        self._exit = exit_
+        try:
+            yield
+        finally:
+            self._exit = None
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
