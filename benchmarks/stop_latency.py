@@ -40,7 +40,7 @@ def make_opt_ml(dest: Path) -> Path:
     (dest / "output").mkdir()
     hp_file = dest / "input" / "config" / "hyperparameters.json"
     hp = json.loads(hp_file.read_text())
-    hp.update({"epochs": "200", "early_stopping_patience": "200"})
+    hp.update({"epochs": "100", "early_stopping_patience": "5"})  # still training at the last delay
     hp_file.write_text(json.dumps(hp))
     os.chmod(dest, 0o777)
     return dest

@@ -219,3 +219,11 @@ def test_logging_goes_to_stdout_in_the_builtin_style(
     cli.train_main([])
     line = next(x for x in capsys.readouterr().out.splitlines() if "Reporting training FAILURE" in x)
     assert line.startswith("[") and " ERROR object2vec.cli] Reporting training FAILURE: ClientError: bad" in line
+
+
+def test_exit_leaves_the_objects_out_of_the_final_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen: list[bool] = []
+    monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.exit_(143)
+    assert exit_info.value.code == 143 and frozen == [True]
