@@ -188,7 +188,7 @@ def summarize(samples: list[Sample], seconds: float) -> dict[str, float]:
     return {
         "requests": len(samples),
         "requests_per_s": len(samples) / seconds,
-        "errors": sum(not s.ok for s in samples),
+        "errors": int(sum(not s.ok for s in samples)),
         "p50_ms": float(np.percentile(latencies, 50)),
         "p99_ms": float(np.percentile(latencies, 99)),
     }
@@ -258,7 +258,7 @@ def main() -> int:
         memory = [b for t, b in run.rss if low <= t < high]
         row = {"from_s": float(low), "to_s": float(high), **summarize(window, high - low)}
         row["rss_mb"] = max(memory) / 2**20 if memory else 0.0
-        row["kills"] = sum(low <= k < high for k in run.kills)
+        row["kills"] = int(sum(low <= k < high for k in run.kills))
         rows.append(row)
     total = summarize(run.samples, duration)
     total["rss_mb_first"] = run.rss[0][1] / 2**20
