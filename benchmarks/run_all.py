@@ -49,6 +49,7 @@ def run_one(name: str, args: argparse.Namespace, work: Path) -> dict:
     command += ["--work-dir", str(work / name), "--plots-dir", str(args.plots_dir)]
     command += ["--quick"] if args.quick else []
     command += ["--cpus", str(args.cpus)] if args.cpus else []
+    command += ["--download"] if args.download else []
     load = common.machine_load()
     print(f"== {name}: {' '.join(command)}  ({load})", flush=True)
     with common.timer() as t:
@@ -196,6 +197,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke slices (numbers mean nothing)")
     parser.add_argument("--cpus", type=int, help="cores for every run (default: all available)")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of the benchmarks")
+    parser.add_argument("--download", action="store_true", help="fetch missing data sets (see bench_data.py)")
     parser.add_argument("--work-dir", type=Path, help="keep data, models and logs here (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="the results file")
     parser.add_argument("--plots-dir", type=Path, default=HERE / "plots", help="where the PNGs go")

@@ -1,4 +1,4 @@
-"""`python -m object2vec train|serve|prepare`."""
+"""`python -m object2vec COMMAND ...` (see object2vec.cli)."""
 
 from __future__ import annotations
 

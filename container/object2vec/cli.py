@@ -1,4 +1,5 @@
-"""Entry points: `python -m object2vec train|serve|prepare` (the image's `train` and `serve`).
+"""Entry points: `object2vec COMMAND` (the console script `pip install` makes) or
+`python -m object2vec COMMAND` (the image's `train` and `serve`, a source checkout).
 
 Thin by design: configure logging, call the library, and turn each error class into the
 failure file and exit code SageMaker expects, in this one place.
@@ -7,14 +8,16 @@ failure file and exit code SageMaker expects, in this one place.
 from __future__ import annotations
 
 import gc
+import importlib
 import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from object2vec import program_name
 from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
 
 if TYPE_CHECKING:
@@ -22,7 +25,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-USAGE = "usage: python -m object2vec {train,serve,prepare} [args...]"
+# command -> ("module:function" run with the remaining arguments, one line for the usage text).
+# Imported only when chosen, so that `train` never pays for Flask or `prepare` for torch.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("object2vec.cli:train_main", "run the training job in SAGEMAKER_BASE_DIR (default /opt/ml)"),
+    "serve": (
+        "object2vec.serving.server:serve_main",
+        "serve SAGEMAKER_BASE_DIR/model over HTTP (nginx + gunicorn + Flask)",
+    ),
+    "prepare": ("object2vec.prepare.cli:prepare_main", "turn raw data into channel files (prepare --help)"),
+}
 EXIT_CLIENT_ERROR = 1
 EXIT_ALGORITHM_ERROR = 2
 EXIT_STOPPED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
@@ -40,23 +52,27 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"usage: {program_name()} COMMAND [args...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(usage())
         return 0 if argv else 2
     command, rest = argv[0], list(argv[1:])
-    if command == "train":
-        return train_main(rest)
-    if command == "serve":
-        from object2vec.serving.server import serve_main
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}\n{usage()}", file=sys.stderr)
+        return 2
+    return _command_function(COMMANDS[command][0])(rest)
 
-        return serve_main(rest)
-    if command == "prepare":
-        from object2vec.prepare.cli import prepare_main
 
-        return prepare_main(rest)
-    print(f"unknown command {command!r}\n{USAGE}", file=sys.stderr)
-    return 2
+def _command_function(target: str) -> Callable[[list[str]], int]:
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)  # type: ignore[no-any-return]
 
 
 def train_main(argv: Sequence[str]) -> int:

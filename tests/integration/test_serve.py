@@ -1,4 +1,4 @@
-"""The real `serve` program (gunicorn + Flask) as a subprocess on a free loopback port."""
+"""The real `serve` program (nginx + gunicorn + Flask) as a subprocess on a free loopback port."""
 
 from __future__ import annotations
 

@@ -149,21 +149,21 @@ def test_sigterm_keeps_best_model_and_exits_non_zero(tmp_path: Path) -> None:
     train_file = base / "input" / "data" / "train" / "train.jsonl"
     train_file.write_text(train_file.read_text() * 5)
     env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONPATH": str(ROOT / "container")}
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "object2vec", "train"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        if "epoch=1, validation accuracy" in line:
-            break
-    process.send_signal(signal.SIGTERM)
-    sent = time.monotonic()
-    rest = process.stdout.read()
-    code = process.wait(timeout=30)
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "epoch=1, validation accuracy" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        rest = process.stdout.read()
+        code = process.wait(timeout=30)
     assert time.monotonic() - sent < 10
     assert code == 143, rest
     failure = (base / "output" / "failure").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import threading
@@ -56,13 +57,37 @@ def job(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 @pytest.mark.parametrize(("argv", "code"), [([], 2), (["-h"], 0), (["--help"], 0)])
 def test_usage(capsys: pytest.CaptureFixture[str], argv: list[str], code: int) -> None:
     assert cli.main(argv) == code
-    assert capsys.readouterr().out == cli.USAGE + "\n"
+    out = capsys.readouterr().out
+    assert out == cli.usage() + "\n"
+    for command, (_, summary) in cli.COMMANDS.items():
+        assert f"  {command}  " in out and summary in out
+
+
+@pytest.mark.parametrize(
+    ("argv0", "program"),
+    [
+        ("/usr/local/bin/object2vec", "object2vec"),  # the console script of `pip install`
+        ("/opt/venv/lib/python3.11/site-packages/object2vec/__main__.py", "python -m object2vec"),
+    ],
+)
+def test_usage_names_the_program_as_it_was_started(monkeypatch: pytest.MonkeyPatch, argv0: str, program: str) -> None:
+    monkeypatch.setattr("sys.argv", [argv0, "--help"])
+    assert cli.usage().startswith(f"usage: {program} COMMAND [args...]\n")
+    from object2vec.prepare.cli import build_parser
+
+    assert build_parser().format_usage().startswith(f"usage: {program} prepare ")
 
 
 def test_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["fit", "x"]) == 2
     captured = capsys.readouterr()
-    assert captured.err == f"unknown command 'fit'\n{cli.USAGE}\n" and captured.out == ""
+    assert captured.err == f"unknown command 'fit'\n{cli.usage()}\n" and captured.out == ""
+
+
+def test_every_command_is_dispatched_to_a_function() -> None:
+    for target, _ in cli.COMMANDS.values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,6 @@ from torch import nn
 from object2vec.config import EncoderConfig
 from object2vec.model.encoders import ENCODERS, build_encoder, length_mask
 
-# torch warns that an even filter width with padding="same" costs a padded copy: expected here.
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
-
 VOCAB, DIM, ENC_DIM = 20, 4, 5
 
 # (network, layers, cnn_filter_width): deep stacks and an even filter width ("same" padding is

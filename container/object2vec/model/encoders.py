@@ -46,11 +46,15 @@ class HierarchicalCNNEncoder(nn.Module):
 
     def __init__(self, config: EncoderConfig, embedding: nn.Embedding, enc_dim: int, dropout: float) -> None:
         super().__init__()
-        dim = config.token_embedding_dim
+        dim, width = config.token_embedding_dim, config.cnn_filter_width
         self.embedding = embedding
         self.dropout = nn.Dropout(dropout)
+        # "same" output length. torch warns on padding="same" with an even width (it pads a copy
+        # of the input on every call), so even widths pad explicitly instead, the same way torch
+        # does: (width - 1) // 2 zeros before, width // 2 after. Odd widths keep padding="same".
+        self.even_pad = ((width - 1) // 2, width // 2) if width % 2 == 0 else None
         self.convs = nn.ModuleList(
-            nn.Conv1d(dim, dim, kernel_size=config.cnn_filter_width, padding="same") for _ in range(config.layers)
+            nn.Conv1d(dim, dim, kernel_size=width, padding=0 if self.even_pad else "same") for _ in range(config.layers)
         )
         self.project = nn.Linear(dim * config.layers, enc_dim)
 
@@ -60,7 +64,8 @@ class HierarchicalCNNEncoder(nn.Module):
         levels = []
         for conv in self.convs:
             # Zeroing padding before each conv makes it look like the sequence's zero border.
-            x = torch.relu(conv(x * mask)) + x  # (B, D, L), residual keeps deep stacks trainable
+            masked = x * mask if self.even_pad is None else F.pad(x * mask, self.even_pad)  # (B, D, L [+ width - 1])
+            x = torch.relu(conv(masked)) + x  # (B, D, L), residual keeps deep stacks trainable
             pooled = x.masked_fill(~mask, float("-inf")).amax(dim=2)  # (B, D)
             levels.append(pooled)
         features = torch.cat(levels, dim=1)  # (B, D * layers)

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from object2vec import program_name
 from object2vec.errors import ClientError
 from object2vec.prepare import embeddings, multilabel, ratings, sentences, text_pairs
 from object2vec.prepare.io import print_report
@@ -25,7 +26,7 @@ SUBCOMMANDS = (ratings, text_pairs, multilabel, sentences, embeddings)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m object2vec prepare",
+        prog=f"{program_name()} prepare",
         description="Prepare data for Object2Vec: write train/validation/test JSON Lines files "
         '({"in0": [ids], "in1": [ids], "label": L}) and vocabulary files for the auxiliary channel, and '
         "print the matching hyperparameters as JSON on stdout. Progress goes to stderr. "
