@@ -22,6 +22,7 @@ from object2vec.config import Hyperparameters
 from object2vec.errors import ClientError
 from object2vec.model.io import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, load_model, save_model
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.model.transformer import TransformerSpec
 
 BASE: dict[str, Any] = {
     "enc0_network": "pooled_embedding",
@@ -333,3 +334,68 @@ def test_deeply_nested_config_is_a_client_error(saved: Path) -> None:
     (saved / CONFIG_FILE).write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(ClientError, match="nests values too deeply"):
         load_model(saved)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformer encoders: the architecture travels in model_config.json, so serving needs no checkpoint.
+
+SPEC = TransformerSpec(vocab_size=25, hidden_size=8, layers=2, heads=2, intermediate_size=12, max_positions=6,
+                       type_vocab_size=2, pooling="cls", normalize=True)  # fmt: skip
+
+
+def transformer_model(**changes: Any) -> Object2VecModel:
+    torch.manual_seed(0)
+    hp = Hyperparameters.from_dict({**BASE, "enc0_network": "transformer", "enc0_pretrained_model": "t", **changes})
+    model = Object2VecModel(hp, {0: SPEC, 1: SPEC})
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("tied", ["false", "true"])
+def test_transformer_model_round_trips_without_its_checkpoint(tmp_path: Path, tied: str) -> None:
+    model = transformer_model(tied_token_embedding_weight=tied, enc0_freeze_layers="1")
+    save_model(model, tmp_path / "model")
+    config = json.loads((tmp_path / "model" / CONFIG_FILE).read_text())
+    assert config["transformers"] == {"enc0": SPEC.to_dict(), "enc1": SPEC.to_dict()}
+    loaded = load_model(tmp_path / "model").model
+    assert loaded.transformer_specs == {0: SPEC, 1: SPEC}
+    assert loaded.siamese == (tied == "true")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict(*inputs(model)), model.predict(*inputs(model)))
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[name]), name
+
+
+def test_models_without_transformers_write_no_architecture(saved: Path) -> None:
+    assert "transformers" not in json.loads((saved / CONFIG_FILE).read_text())
+
+
+@pytest.mark.parametrize(
+    ("transformers", "message"),
+    [
+        ({"enc0": {**SPEC.to_dict(), "hidden_size": 10**7}}, "hidden_size=10000000 must be an integer"),
+        # the weights hold 2 layers
+        ({f"enc{i}": {**SPEC.to_dict(), "layers": 3} for i in (0, 1)}, f"{WEIGHTS_FILE} does not match"),
+        ({"enc0": {**SPEC.to_dict(), "extra": 1}}, "unknown keys \\['extra'\\]"),
+        ({"enc2": SPEC.to_dict()}, "must be an object with keys enc0 and/or enc1"),
+        ({}, "network=transformer, but no transformer architecture"),
+    ],
+)
+def test_a_tampered_transformer_architecture_is_refused(tmp_path: Path, transformers: dict, message: str) -> None:
+    save_model(transformer_model(tied_token_embedding_weight="true"), tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["transformers"] = transformers
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ClientError, match=message):
+        load_model(tmp_path)
+
+
+def test_a_max_seq_len_beyond_the_positions_is_refused_on_load(tmp_path: Path) -> None:
+    save_model(transformer_model(), tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["hyperparameters"]["enc1_max_seq_len"] = 7
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ClientError, match="enc1_max_seq_len=7 is more than the max_position_embeddings 6"):
+        load_model(tmp_path)

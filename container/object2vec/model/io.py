@@ -23,6 +23,7 @@ from object2vec.config import Hyperparameters
 from object2vec.errors import ClientError
 from object2vec.files import atomic_path
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.model.transformer import TransformerSpec, specs_from_dict, specs_to_dict
 
 CONFIG_FILE = "model_config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -59,6 +60,8 @@ def save_model(model: Object2VecModel, model_dir: Path, info: dict[str, Any] | N
         "output": {"layer": hp.output_layer, "dim": hp.output_dim},
         **(info or {}),
     }
+    if model.transformer_specs:  # the architecture of each transformer encoder, so serving needs no checkpoint
+        config["transformers"] = specs_to_dict(model.transformer_specs)
     with atomic_path(model_dir / WEIGHTS_FILE) as tmp:
         # save_model (not save_file) handles the shared table of tied token embeddings.
         save_safetensors(model, str(tmp), metadata={"format": "pt", "object2vec_format_version": str(FORMAT_VERSION)})
@@ -75,10 +78,11 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
     config = read_config(config_path)
     try:
         hp = Hyperparameters.from_dict(config["hyperparameters"])
+        specs = specs_from_dict(config.get("transformers", {}), str(config_path))
     except RecursionError:
         raise ClientError(f"{config_path} nests its hyperparameters too deeply: not a model config") from None
-    check_weights_header(weights_path, expected_tensors(hp), config_path)
-    model = Object2VecModel(hp)
+    check_weights_header(weights_path, expected_tensors(hp, specs), config_path)
+    model = Object2VecModel(hp, specs)
     try:
         load_safetensors(model, str(weights_path), strict=True, device=str(device))
     except (RuntimeError, OSError, ValueError, SafetensorError) as err:
@@ -106,14 +110,16 @@ def read_config(config_path: Path) -> dict[str, Any]:
     return config
 
 
-def expected_tensors(hp: Hyperparameters) -> list[tuple[list[str], tuple[int, ...], str]]:
+def expected_tensors(
+    hp: Hyperparameters, specs: dict[int, TransformerSpec] | None = None
+) -> list[tuple[list[str], tuple[int, ...], str]]:
     """The tensors a model with these hyperparameters holds: (names, shape, dtype) per storage.
 
     Built on the meta device, so no memory is allocated however large the config claims the
     model to be. Tied parameters are one storage under several names; safetensors writes one of
     them."""
     with torch.device("meta"):
-        model = Object2VecModel(hp)
+        model = Object2VecModel(hp, specs or {})
     storages: dict[int, tuple[list[str], tuple[int, ...], str]] = {}
     for name, tensor in model.state_dict(keep_vars=True).items():
         dtype = SAFETENSORS_DTYPES.get(tensor.dtype, str(tensor.dtype))

@@ -56,9 +56,11 @@ class Predictor:
         self.device = torch.device(device)
         self.max_instances = max_instances
         # Per-token cost of each encoder in a forward: the embedding width unless the encoder
-        # pools without materialising (B, L, D) (pooled_embedding uses embedding_bag).
+        # pools without materialising (B, L, D) (pooled_embedding uses embedding_bag), or what the
+        # encoder says (a transformer: its feed-forward width and attention rows).
         self.token_cost = tuple(
-            1 if enc.network == POOLED else enc.token_embedding_dim for enc in (self.hp.enc0, self.hp.enc1)
+            getattr(encoder, "token_cost", 1 if enc.network == POOLED else enc.token_embedding_dim)
+            for enc, encoder in zip((self.hp.enc0, self.hp.enc1), self.model.encoders, strict=True)
         )
         self.row_cost = self.model.comparator.output_dim + self.hp.mlp_dim * self.hp.mlp_layers
 
