@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -163,6 +164,56 @@ def test_other_failures(base: Path, job: dict[str, Any], error: Exception, prefi
         assert "Traceback (most recent call last):" in failure  # details after the message
 
 
+def test_a_read_only_output_after_success_is_a_warning(
+    base: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base.mkdir()
+    (base / "output").write_text("not a folder")  # what root cannot write either
+    assert cli.train_main([]) == 0
+    assert "the model is complete" in capsys.readouterr().out
+
+
+def test_a_signal_before_the_job_starts_stops_it_at_once(
+    base: Path, job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's `train` starts Python with SIGTERM blocked: a StopTrainingJob in the first
+    moments waits, and ends the process as soon as the handlers exist, during the imports, with
+    the failure file written (os._exit: no exception through a library's import)."""
+
+    def exit_(code: int) -> None:
+        raise SystemExit(code)  # instead of ending pytest
+
+    monkeypatch.setattr(cli.os, "_exit", exit_)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    try:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.train_main([])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    assert exit_info.value.code == cli.EXIT_STOPPED
+    assert job["calls"] == 0
+    failure = (base / "output" / "failure").read_text()
+    assert failure == "TrainingStopped: training stopped by SIGTERM before it started\n"
+
+
+def test_a_signal_while_the_job_finishes_stops_it(
+    base: Path, job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during the last deferred steps (test metrics, saving): the model is complete, but
+    the job was asked to stop: exit 143, not success."""
+
+    def run_training(_env: Any, stop: Any) -> None:
+        with stop.deferred():
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+    monkeypatch.setattr("object2vec.training.job.run_training", run_training)
+    (base / "output").mkdir(parents=True)
+    assert cli.train_main([]) == cli.EXIT_STOPPED
+    assert "as it finished; the complete model was saved" in (base / "output" / "failure").read_text()
+    assert not (base / "output" / "success").exists()
+
+
 def test_exit_codes() -> None:
     assert (cli.EXIT_CLIENT_ERROR, cli.EXIT_ALGORITHM_ERROR, cli.EXIT_STOPPED) == (1, 2, 143)
 
@@ -193,3 +244,11 @@ def test_logging_goes_to_stdout_in_the_builtin_style(
     cli.train_main([])
     line = next(x for x in capsys.readouterr().out.splitlines() if "Reporting training FAILURE" in x)
     assert line.startswith("[") and " ERROR object2vec.cli] Reporting training FAILURE: ClientError: bad" in line
+
+
+def test_exit_leaves_the_objects_out_of_the_final_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen: list[bool] = []
+    monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.exit_(143)
+    assert exit_info.value.code == 143 and frozen == [True]

@@ -6,6 +6,8 @@ import json
 import os
 import stat
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from object2vec import __version__
 from object2vec.config import Hyperparameters
@@ -236,6 +239,100 @@ def test_corrupt_weights(saved: Path, corrupt: Any) -> None:
 def test_config_without_hyperparameters(saved: Path, text: str) -> None:
     (saved / CONFIG_FILE).write_text(text)
     with pytest.raises(ClientError):
+        load_model(saved)
+
+
+# --- tampered files: refused from the safetensors header, before anything is allocated ----------
+
+
+def test_a_config_claiming_a_huge_vocabulary_is_refused_from_the_header(saved: Path) -> None:
+    edit_config(saved, hyperparameters={"enc0_vocab_size": 3_000_000, "enc0_token_embedding_dim": 100})
+    with pytest.raises(ClientError, match=r"encoders.0.embedding.weight has shape \[25, 4\], the config implies "):
+        load_model(saved)
+
+
+def test_the_largest_config_is_refused_without_allocating_it(saved: Path, tmp_path: Path) -> None:
+    """Both tables at the largest sizes the parser allows (3,000,000 x 1000 float32: 12 GB each).
+    In a child process whose data segment may grow by only 512 MiB, so that if the model were
+    built before the check the test fails with an allocation error instead of taking the
+    machine's memory."""
+    edit_config(
+        saved,
+        hyperparameters={
+            "enc0_vocab_size": 3_000_000,
+            "enc0_token_embedding_dim": 1000,
+            "enc1_network": "pooled_embedding",
+            "enc1_vocab_size": 3_000_000,
+            "enc1_token_embedding_dim": 1000,
+            "enc1_max_seq_len": 6,
+        },
+    )
+    script = f"""
+import resource, sys
+import torch
+from object2vec.errors import ClientError
+from object2vec.model.io import load_model
+with open("/proc/self/status") as status:
+    data_kib = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
+limit = (data_kib << 10) + (512 << 20)
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+try:
+    load_model(__import__("pathlib").Path({str(saved)!r}))
+except ClientError as err:
+    print("ClientError:", err)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "container"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ClientError:" in result.stdout and "[3000000, 1000]" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda tensors: {k: v.half() for k, v in tensors.items()}, "is F16, this release reads F32"),
+        (lambda tensors: {**tensors, "extra.weight": torch.zeros(2)}, "extra.weight is not part of this model"),
+        (
+            lambda tensors: {k: v for k, v in tensors.items() if k != "mlp.0.bias"},
+            "mlp.0.bias is missing",
+        ),
+        (
+            lambda tensors: {**tensors, "mlp.0.bias": torch.zeros(7)},
+            r"mlp.0.bias has shape \[7\], the config implies \[5\]",
+        ),
+    ],
+    ids=["float16", "extra", "missing", "shape"],
+)
+def test_weights_that_differ_from_the_config_are_named(saved: Path, edit: Any, message: str) -> None:
+    path = saved / WEIGHTS_FILE
+    save_file(edit(load_file(str(path))), str(path), metadata={"format": "pt"})
+    with pytest.raises(ClientError, match=message):
+        load_model(saved)
+
+
+def test_a_header_that_claims_more_than_the_file_holds(saved: Path) -> None:
+    path = saved / WEIGHTS_FILE
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    name = next(key for key in header if key != "__metadata__")
+    header[name]["shape"] = [3_000_000, 100]
+    header[name]["data_offsets"][1] = header[name]["data_offsets"][0] + 3_000_000 * 100 * 4
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size :])
+    with pytest.raises(ClientError, match="is not a safetensors file that `train` wrote"):
+        load_model(saved)
+
+
+def test_deeply_nested_config_is_a_client_error(saved: Path) -> None:
+    nested: Any = 1
+    for _ in range(800):
+        nested = [nested]
+    edit_config(saved, hyperparameters={"enc_dim": nested})
+    with pytest.raises(ClientError):
+        load_model(saved)
+    (saved / CONFIG_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ClientError, match="nests values too deeply"):
         load_model(saved)
 
 
