@@ -36,6 +36,7 @@ TRANSFORMER_COLUMN_NOTE = (
     "encode a whole document: hours per epoch on this CPU)."
 )
 NOTES = HERE / "results_notes.md"  # hand-written: what was tried, findings; appended verbatim
+RETRIEVAL = HERE / "retrieval_results.md"  # written by retrieval.py --markdown-out; appended verbatim
 USE_CASE_LIMIT_S = 600
 
 
@@ -241,6 +242,8 @@ def render(reports: list[dict], args: argparse.Namespace) -> str:
     lines += ["## Details", ""]
     for report in reports:
         lines += [f"### {report['benchmark']}", "", "```json", json.dumps(report["details"], indent=1), "```", ""]
+    if RETRIEVAL.is_file() and not args.quick:
+        lines += [RETRIEVAL.read_text().rstrip(), ""]
     if NOTES.is_file() and not args.quick:
         lines += [NOTES.read_text().rstrip(), ""]
     return "\n".join(lines)

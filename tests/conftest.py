@@ -207,3 +207,72 @@ def tiny_tokenizer(tiny_bert: Path) -> Path:
     path = tiny_bert / "tokenizer.json"
     tokenizer.save(str(path))
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Retrieval: small saved models (no training) to build indexes for, and catalogues for them.
+# Queries are "in0" (a user: up to 4 ids of 60), candidates "in1" (an item: two ids of 5000).
+
+RETRIEVAL_QUERY_VOCAB, RETRIEVAL_ITEM_VOCAB = 60, 5000
+
+
+def retrieval_hyperparameters(**overrides: Any) -> dict[str, Any]:
+    return {
+        "enc0_network": "pooled_embedding",
+        "enc1_network": "pooled_embedding",
+        "enc0_vocab_size": RETRIEVAL_QUERY_VOCAB,
+        "enc1_vocab_size": RETRIEVAL_ITEM_VOCAB,
+        "enc0_max_seq_len": 4,
+        "enc1_max_seq_len": 3,
+        "enc0_token_embedding_dim": 8,
+        "enc1_token_embedding_dim": 8,
+        "enc_dim": 8,
+        "mlp_dim": 8,
+        **overrides,
+    }
+
+
+def _catalogue(count: int, start: int = 0) -> list[dict[str, Any]]:
+    vocab = RETRIEVAL_ITEM_VOCAB
+    return [{"id": f"c{i}", "in1": [i % vocab, (7 * i + 3) % vocab]} for i in range(start, start + count)]
+
+
+def _queries(count: int, seed: int = 0) -> list[dict[str, Any]]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [{"in0": rng.integers(0, RETRIEVAL_QUERY_VOCAB, int(rng.integers(1, 5))).tolist()} for _ in range(count)]
+
+
+@pytest.fixture
+def retrieval_catalogue() -> Any:
+    """make(count, start=0) -> candidates {"id": "c<i>", "in1": [i, 7i + 3] (mod the vocabulary)}: distinct."""
+    return _catalogue
+
+
+@pytest.fixture
+def retrieval_queries() -> Any:
+    """make(count, seed=0) -> query instances {"in0": [1 to 4 ids]}."""
+    return _queries
+
+
+@pytest.fixture
+def retrieval_model_dir(tmp_path: Path) -> Any:
+    """make(seed=0, **hyperparameters) -> a model dir holding a freshly initialised, saved model."""
+    import torch
+
+    from object2vec.config import Hyperparameters
+    from object2vec.model.io import save_model
+    from object2vec.model.object2vec import Object2VecModel
+
+    made = []
+
+    def make(seed: int = 0, **overrides: Any) -> Path:
+        torch.manual_seed(seed)
+        model = Object2VecModel(Hyperparameters.from_dict(retrieval_hyperparameters(**overrides)))
+        path = tmp_path / f"model{len(made)}"
+        save_model(model, path)
+        made.append(path)
+        return path
+
+    return make

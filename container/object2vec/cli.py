@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve SAGEMAKER_BASE_DIR/model over HTTP (nginx + gunicorn + Flask)",
     ),
     "prepare": ("object2vec.prepare.cli:prepare_main", "turn raw data into channel files (prepare --help)"),
+    "index": ("object2vec.retrieval.cli:index_main", "build a model's retrieval index from candidates (index --help)"),
 }
 EXIT_CLIENT_ERROR = 1
 EXIT_ALGORITHM_ERROR = 2
@@ -50,6 +51,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it picked, at INFO
 
 
 def usage() -> str:

@@ -37,6 +37,8 @@ COMPARATORS = ("hadamard", "concat", "abs_diff")
 MLP_ACTIVATIONS = ("tanh", "relu", "linear")
 OUTPUT_LAYERS = ("softmax", "mean_squared_error")
 STORAGE_TYPES = ("dense", "row_sparse")
+RETRIEVAL_INDEXES = ("auto", "exact", "ivf")
+MAX_TOP_N = 10_000  # re-rank depth bound: each hit costs one comparator + MLP row per query
 # "auto" layers, as the documentation defines them: hcnn 4, bilstm 1 (pooled_embedding has none).
 AUTO_LAYERS = {"hcnn": 4, "bilstm": 1, "pooled_embedding": 1, TRANSFORMER: 1}
 # encX_freeze_layers=all: the whole transformer (embeddings and every layer) stays fixed.
@@ -129,6 +131,13 @@ class Hyperparameters:
     num_kv_servers: int | None = None  # _num_kv_servers: accepted, unused
     tuning_objective_metric: str = ""  # _tuning_objective_metric: set by tuning jobs
     seed: int = 0  # _seed: makes a run reproducible
+    # Nearest-neighbour retrieval over the candidates channel (object2vec.retrieval).
+    retrieval_index: str = "auto"  # auto: exact up to retrieval_exact_max candidates, ivf above; or exact / ivf
+    retrieval_exact_max: int = 50_000  # catalogue size up to which "auto" searches every candidate
+    retrieval_ivf_nlist: int | None = None  # IVF cells; None ("auto"): about 4 * sqrt(candidates)
+    retrieval_ivf_nprobe: int | None = None  # cells searched per query; None ("auto"): a tenth of nlist
+    retrieval_top_n: int = 100  # re-rank depth: this many hits are re-scored with the full pair model
+    retrieval_score_class: int | None = None  # softmax class whose probability ranks; None ("auto"): the last
 
     @property
     def is_classification(self) -> bool:
@@ -158,7 +167,7 @@ class Hyperparameters:
             key = field.name if field.name in _PUBLIC_KEYS else f"_{field.name}"
             if field.name == "comparator_list":
                 value = ",".join(value)
-            elif field.name in ("num_gpus", "num_kv_servers") and value is None:
+            elif field.name in _AUTO_FIELDS and value is None:
                 value = "auto"
             out[key] = value
         return out
@@ -381,8 +390,16 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "_num_kv_servers": (_auto_or_int(0, 1024), None),
     "_tuning_objective_metric": (_as_str, ""),
     "_seed": (_int_in(0, 2**31 - 1), 0),
+    "retrieval_index": (_one_of(RETRIEVAL_INDEXES), "auto"),
+    "retrieval_exact_max": (_int_in(0, 100_000_000), 50_000),
+    "retrieval_ivf_nlist": (_auto_or_int(1, 1_000_000), None),
+    "retrieval_ivf_nprobe": (_auto_or_int(1, 1_000_000), None),
+    "retrieval_top_n": (_int_in(1, MAX_TOP_N), 100),
+    "retrieval_score_class": (_auto_or_int(0, 29), None),
 }
 _PUBLIC_KEYS = {name for name in _SPECS if not name.startswith("_")}
+# Fields whose None stands for "auto" (written as "auto" by to_dict).
+_AUTO_FIELDS = ("num_gpus", "num_kv_servers", "retrieval_ivf_nlist", "retrieval_ivf_nprobe", "retrieval_score_class")
 
 
 def valid_keys() -> list[str]:
@@ -541,6 +558,7 @@ class _Parser:
                     hp.bucket_width,
                 )
                 hp = dataclasses.replace(hp, bucket_width=0)
+        self.check_retrieval(hp)
         metric = hp.tuning_objective_metric
         if metric and metric not in OBJECTIVE_METRICS[hp.output_layer]:
             self.problem(
@@ -548,6 +566,26 @@ class _Parser:
                 f"{hp.output_layer}: use one of {', '.join(OBJECTIVE_METRICS[hp.output_layer])}"
             )
         return hp
+
+    def check_retrieval(self, hp: Hyperparameters) -> None:
+        nlist, nprobe = hp.retrieval_ivf_nlist, hp.retrieval_ivf_nprobe
+        if nlist is not None and nprobe is not None and nprobe > nlist:
+            self.problem(
+                f"retrieval_ivf_nprobe={nprobe} is larger than retrieval_ivf_nlist={nlist}: a query can search "
+                "at most every cell; lower nprobe or leave it auto"
+            )
+        score_class = hp.retrieval_score_class
+        if score_class is not None:
+            if not hp.is_classification:
+                self.problem(
+                    f"retrieval_score_class={score_class} applies to output_layer=softmax only: a regression "
+                    "model ranks candidates by its prediction; remove it"
+                )
+            elif score_class >= hp.num_classes:
+                self.problem(
+                    f"retrieval_score_class={score_class} is not a class of this model: use 0..{hp.num_classes - 1} "
+                    f"(num_classes={hp.num_classes}) or auto"
+                )
 
     def message(self) -> str:
         count = len(self.problems)

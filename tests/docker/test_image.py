@@ -303,3 +303,50 @@ def test_image_works_as_non_root_user(image: str, trained: TrainingRun, tmp_path
         assert len(response.json()["predictions"]) == 1
     finally:
         docker("rm", "-f", running.container.name, check=False)
+
+
+# ---- retrieval -------------------------------------------------------------------------------
+
+
+def test_index_and_top_k_through_the_image(image: str, trained: TrainingRun, tmp_path: Path) -> None:
+    """`python -m object2vec index` in the image on the trained model, then `serve` answers top_k
+    (Accept parameter, custom attributes) and a batch transform gets one neighbours line per record."""
+    assert trained.returncode == 0, "training failed: see test_train_writes_model_and_metric_lines"
+    model = tmp_path / "model"
+    shutil.copytree(trained.opt_ml / "model", model)
+    catalogue = tmp_path / "catalogue"
+    catalogue.mkdir()
+    (catalogue / "tokens.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "in1": [i]}) + "\n" for i in range(200)))
+    result = docker(
+        "run", "--rm", "--network", "none", "--label", LABEL, "-v", f"{model}:/opt/ml/model",
+        "-v", f"{catalogue}:/catalogue:ro", image,
+        "python", "-m", "object2vec", "index", "--model-dir", "/opt/ml/model", "/catalogue",
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Indexed 200 candidates" in result.stdout
+    running = _serve(image, model)
+    try:
+        body = {"instances": [{"in0": [1, 2]}, {"in0": [5, 6, 7]}]}
+        response = requests.post(
+            f"{running.url}/invocations", json=body, headers={"Accept": "application/json; top_k=5"}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert [len(p["neighbors"]) for p in predictions] == [5, 5]
+        assert all(n["id"].startswith("t") and 0 <= n["score"] <= 1 for p in predictions for n in p["neighbors"])
+        headers = {"X-Amzn-SageMaker-Custom-Attributes": "top_k=3", "Content-Type": "application/jsonlines"}
+        response = requests.post(f"{running.url}/invocations", data=b'{"in0": [4]}\n', headers=headers, timeout=30)
+        assert response.status_code == 200, response.text  # JSON Lines in, JSON out (the real-time default)
+        assert len(response.json()["predictions"][0]["neighbors"]) == 3
+    finally:
+        docker("rm", "-f", running.container.name, check=False)
+    batch = _serve(image, model, env={"SAGEMAKER_BATCH": "true"})
+    try:
+        lines = b'{"in0": [1]}\n{"in0": [2, 3]}\n{"in0": [9]}\n'
+        headers = {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines; top_k=2"}
+        response = requests.post(f"{batch.url}/invocations", data=lines, headers=headers, timeout=60)
+        assert response.status_code == 200, response.text
+        assert [len(json.loads(line)["neighbors"]) for line in response.text.splitlines()] == [2, 2, 2]
+    finally:
+        docker("rm", "-f", batch.container.name, check=False)

@@ -102,3 +102,27 @@ def test_run_all_renders_results(reports: tuple[Path, dict[str, dict]]) -> None:
 
 def cell(value: float) -> str:
     return f"{value:.4f}"
+
+
+def test_retrieval_benchmark_quick_mode_runs_end_to_end(tmp_path: Path) -> None:
+    """benchmarks/retrieval.py --quick: every part on tiny catalogues and slices (no figure is asserted)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "container")}
+    out, markdown = tmp_path / "retrieval.json", tmp_path / "retrieval.md"
+    command = [sys.executable, str(BENCHMARKS / "retrieval.py"), "--quick", "--work-dir", str(tmp_path / "work")]
+    command += ["--json-out", str(out), "--markdown-out", str(markdown)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    report = json.loads(out.read_text())
+    (size,) = report["a"]
+    assert size["candidates"] == 2000 and size["rate_build"] > 0 and size["top10_p99_ms"] > 0
+    assert len(size["workers"]) == 2 and all(worker["anonymous"] > 0 for worker in size["workers"])
+    assert {row["catalogue"].split(" (")[0] for row in report["b"]} == {
+        "clusters, noise 0.5",
+        "clusters, noise 1.0",
+        "isotropic Gaussian",
+    }
+    assert all(0 <= row["recall_at_10"] <= 1 for row in report["b"])
+    assert report["c"]["users"] > 0 and "most_popular" in report["c"]
+    if report["d"] is not None:  # None: no Reuters-21578 data here (bench_data.py says where it looked)
+        assert report["d"]["top_1_p_at_1"] == report["d"]["exhaustive_p_at_1"]
+    assert "## Retrieval (`benchmarks/retrieval.py`)" in markdown.read_text()

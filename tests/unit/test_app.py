@@ -305,3 +305,69 @@ def test_gunicorn_options() -> None:
     assert options["timeout"] == 60
     assert options["graceful_timeout"] < 30  # inside SageMaker's SIGTERM -> SIGKILL window
     assert options["preload_app"] is False
+
+
+# ---- retrieval (top_k) -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def retrieval_app(retrieval_model_dir: Any, retrieval_catalogue: Any, tmp_path: Path) -> tuple[Predictor, Any]:
+    from object2vec.retrieval.cli import run as run_index
+    from object2vec.retrieval.retriever import Retriever
+
+    model_dir = retrieval_model_dir()
+    catalogue = tmp_path / "catalogue.jsonl"
+    catalogue.write_text("".join(orjson.dumps(item).decode() + "\n" for item in retrieval_catalogue(200)))
+    run_index(model_dir, [catalogue], [])
+    predictor = Predictor.load(model_dir, device="cpu")
+    return predictor, Retriever.load(model_dir, predictor)
+
+
+def test_top_k_from_accept_answers_neighbours(retrieval_app: tuple[Predictor, Any]) -> None:
+    from object2vec.retrieval.protocol import RetrievalParams
+
+    predictor, retriever = retrieval_app
+    client = create_app(predictor, ServingConfig(), retriever).test_client()
+    body = orjson.dumps({"instances": [{"in0": [1, 2]}, {"in0": [3]}]})
+    response = invoke(client, body, Accept="application/json; top_k=4")
+    assert response.status_code == 200 and response.mimetype == "application/json", response.data
+    predictions = orjson.loads(response.data)["predictions"]
+    expected = retriever.neighbors([{"in0": [1, 2]}, {"in0": [3]}], RetrievalParams(top_k=4))
+    for prediction, rows in zip(predictions, expected.rows, strict=True):
+        assert [n["id"] for n in prediction["neighbors"]] == [f"c{row}" for row in rows.tolist()]
+
+
+def test_top_k_from_custom_attributes_in_batch_transform_jsonlines(retrieval_app: tuple[Predictor, Any]) -> None:
+    predictor, retriever = retrieval_app
+    client = create_app(predictor, ServingConfig(batch=True), retriever).test_client()
+    body = b'{"in0": [1]}\n\n{"in0": [2, 3]}\n{"in0": [4]}\n'
+    response = invoke(
+        client, body, "application/jsonlines", **{"X-Amzn-SageMaker-Custom-Attributes": "top_k=3,top_n=200"}
+    )
+    assert response.status_code == 200 and response.mimetype == "application/jsonlines", response.data
+    lines = [orjson.loads(line) for line in response.data.splitlines()]
+    assert len(lines) == 3 and all(len(line["neighbors"]) == 3 for line in lines)  # one per record
+
+
+def test_without_top_k_answers_are_unchanged_by_an_index(retrieval_app: tuple[Predictor, Any]) -> None:
+    predictor, retriever = retrieval_app
+    body = orjson.dumps({"instances": [{"in0": [1, 2]}, {"in0": [3]}]})
+    plain = invoke(create_app(predictor, ServingConfig()).test_client(), body)
+    with_index = invoke(create_app(predictor, ServingConfig(), retriever).test_client(), body)
+    assert with_index.status_code == 200 and with_index.data == plain.data
+
+
+def test_top_k_errors_are_json_400s(retrieval_app: tuple[Predictor, Any], client: FlaskClient) -> None:
+    predictor, retriever = retrieval_app
+    with_index = create_app(predictor, ServingConfig(), retriever).test_client()
+    body = orjson.dumps({"instances": [{"in0": [1]}]})
+    for app_client, headers, needle in (
+        (client, {"Accept": "application/json; top_k=3"}, "has no retrieval index"),
+        (with_index, {"Accept": "application/json; top_k=0"}, "top_k=0 (Accept) is not valid"),
+        (with_index, {"X-Amzn-SageMaker-Custom-Attributes": "top_k=201"}, "larger than the catalogue of 200"),
+    ):
+        response = invoke(app_client, body, **headers)
+        assert response.status_code == 400 and needle in orjson.loads(response.data)["error"], response.data
+    pairs = orjson.dumps({"instances": [{"in0": [1], "in1": [2]}]})
+    response = invoke(with_index, pairs, Accept="application/json; top_k=3")
+    assert response.status_code == 400 and "not pairs" in orjson.loads(response.data)["error"]

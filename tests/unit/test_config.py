@@ -217,6 +217,20 @@ def test_transformer_settings_round_trip_through_to_dict() -> None:
     assert Hyperparameters.from_dict(plain.to_dict()).enc0 == plain.enc0
 
 
+def test_retrieval_hyperparameters_defaults_auto_and_round_trip() -> None:
+    hp = Hyperparameters.from_dict(REQUIRED)
+    assert (hp.retrieval_index, hp.retrieval_exact_max, hp.retrieval_top_n) == ("auto", 50_000, 100)
+    assert hp.retrieval_ivf_nlist is None and hp.retrieval_ivf_nprobe is None and hp.retrieval_score_class is None
+    assert hp.to_dict()["retrieval_ivf_nlist"] == "auto" and hp.to_dict()["retrieval_score_class"] == "auto"
+    given = Hyperparameters.from_dict(
+        {**REQUIRED, "retrieval_index": "IVF", "retrieval_ivf_nlist": "64", "retrieval_ivf_nprobe": "8",
+         "retrieval_top_n": "250", "retrieval_score_class": "0", "retrieval_exact_max": "0"}
+    )  # fmt: skip
+    assert (given.retrieval_index, given.retrieval_ivf_nlist, given.retrieval_ivf_nprobe) == ("ivf", 64, 8)
+    assert (given.retrieval_top_n, given.retrieval_score_class, given.retrieval_exact_max) == (250, 0, 0)
+    assert dataclasses.replace(Hyperparameters.from_dict(given.to_dict()), enc1_network="enc0") == given
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
@@ -271,3 +285,20 @@ def test_a_transformer_beside_another_encoder() -> None:
         {**TRANSFORMER, "enc1_network": "pooled_embedding", "enc1_max_seq_len": "1", "enc1_vocab_size": "40"}
     )
     assert hp.enc0.is_transformer and not hp.enc1.is_transformer and hp.enc1.pretrained_model == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"retrieval_index": "hnsw"}, "retrieval_index=hnsw is not valid: allowed values are auto, exact, ivf"),
+        ({"retrieval_top_n": "0"}, "retrieval_top_n=0 is out of range: must be an integer 1 <= x <= 10000"),
+        ({"retrieval_ivf_nlist": "10", "retrieval_ivf_nprobe": "11"}, "retrieval_ivf_nprobe=11 is larger than"),
+        ({"retrieval_score_class": "2"}, "retrieval_score_class=2 is not a class of this model: use 0..1"),
+        ({"retrieval_score_class": "0", "output_layer": "mean_squared_error"}, "applies to output_layer=softmax only"),
+        ({"retrieval_ivf_nprobe": "none"}, "retrieval_ivf_nprobe=none must be an integer or auto"),
+    ],
+)
+def test_invalid_retrieval_hyperparameters(extra: dict[str, str], expected: str) -> None:
+    with pytest.raises(ClientError) as err:
+        Hyperparameters.from_dict({**REQUIRED, **extra})
+    assert expected in str(err.value)

@@ -89,6 +89,11 @@ class Object2VecModel(nn.Module):
         else:
             a = self.encode(0, in0, len0)  # (B, enc_dim)
             b = self.encode(1, in1, len1)  # (B, enc_dim)
+        return self.score_encodings(a, b)
+
+    def score_encodings(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Raw outputs of already encoded pairs (comparator + MLP): (B, enc_dim) x 2 -> (B, output_dim).
+        Retrieval re-ranks stored candidate encodings with it."""
         return self.mlp(self.comparator(a, b))
 
     def predict(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:

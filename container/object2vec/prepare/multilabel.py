@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from object2vec.errors import ClientError
+from object2vec.prepare.candidates import add_candidates_option, candidates_path, write_candidates
 from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_lines, write_json
 from object2vec.prepare.options import (
     add_output_options,
@@ -108,6 +109,7 @@ def add_parser(subparsers: Any) -> None:
         "a relative path is inside --output-dir (default: none)",
     )
     add_seed(parser, "negative sampling")
+    add_candidates_option(parser, "every label (id: the label's name)")
     add_text_options(parser)
     add_output_options(parser)
     parser.set_defaults(run=run)
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     planned += [args.output_dir / "vocab.json"] if vocab_file_written(args) else []
     planned += [] if args.label_vocab else [args.output_dir / "label_vocab.json"]
     planned += [candidates[1]] if candidates else []
-    check_outputs(planned, args.overwrite)
+    check_outputs(planned + candidates_path(args), args.overwrite)
     tokenizer = make_tokenizer(args)
     vocab, built = select_vocab(args, tokenizer, lambda: (text for _, text, _ in _documents(args.train, args)))
     if built:
@@ -141,6 +143,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         if candidate_file:
             counts[str(candidate_file)] = documents[split]
+    if args.write_candidates:
+        labels = sorted(label_vocab.ids.items(), key=lambda item: item[1])
+        counts["candidates.jsonl"] = write_candidates(args.output_dir, ((name, [i]) for name, i in labels))
     return {
         "command": "multilabel",
         "output_dir": str(args.output_dir),

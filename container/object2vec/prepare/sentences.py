@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from object2vec.errors import ClientError
+from object2vec.prepare.candidates import add_candidates_option, candidates_path, write_candidates
 from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_lines
 from object2vec.prepare.options import (
     add_output_options,
@@ -85,6 +86,7 @@ def add_parser(subparsers: Any) -> None:
         help="sentences kept (a seeded reservoir sample of the split) to draw those negatives from (default: 100000)",
     )
     add_seed(parser, "the negatives of --eval-negatives")
+    add_candidates_option(parser, "every distinct sentence of the --train corpus (id: the text)")
     add_text_options(parser)
     add_output_options(parser)
     parser.set_defaults(run=run)
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     inputs = require_inputs(args)
     check_outputs(
         [args.output_dir / f"{split}.jsonl" for split, _ in inputs]
-        + ([args.output_dir / "vocab.json"] if vocab_file_written(args) else []),
+        + ([args.output_dir / "vocab.json"] if vocab_file_written(args) else [])
+        + (candidates_path(args) if args.train else []),
         args.overwrite,
     )
     tokenizer = make_tokenizer(args)
@@ -108,6 +111,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         split_stats = stats if split == "train" or not args.train else LengthStats()
         negatives = 0 if split == "train" else args.eval_negatives
         counts[f"{split}.jsonl"] = _write_split(split, path, args, tokenizer, vocab, rng, negatives, split_stats)
+    if args.write_candidates and args.train:
+        sentences = _sentence_candidates(args.train, args, tokenizer, vocab)
+        counts["candidates.jsonl"] = write_candidates(args.output_dir, sentences)
     max_seq_len = stats.suggest(args.length_percentile, args.max_seq_len)
     return {
         "command": "sentences",
@@ -156,6 +162,17 @@ def _write_split(
                     writer.write(pair(first, other, 0))
     logger.info("%s: %d documents -> %d pairs in %s", path, documents, writer.count, writer.path)
     return writer.count
+
+
+def _sentence_candidates(
+    path: Path, args: argparse.Namespace, tokenizer: TextTokenizer, vocab: Vocab
+) -> Iterator[tuple[str, list[int]]]:
+    """(sentence text, token ids) of every sentence kept for pairing; repeats are dropped by the writer."""
+    for _, text in _documents(path, args):
+        for sentence in split_sentences(text):
+            ids = vocab.encode(tokenizer(sentence))
+            if len(ids) >= args.min_sentence_tokens:
+                yield sentence, truncate(ids, args.max_seq_len)
 
 
 def _encoded_documents(

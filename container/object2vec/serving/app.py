@@ -13,6 +13,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from object2vec.errors import RequestError
+from object2vec.retrieval.protocol import CUSTOM_ATTRIBUTES_HEADER, NeighborSource, answer_neighbors, retrieval_params
 from object2vec.serving.codec import (
     JSON,
     JSONLINES,
@@ -29,8 +30,11 @@ from object2vec.serving.settings import ServingConfig
 logger = logging.getLogger(__name__)
 
 
-def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Flask:
-    """An app answering with `predictor`, which is already loaded and smoke-tested."""
+def create_app(
+    predictor: Predictor, config: ServingConfig | None = None, retriever: NeighborSource | None = None
+) -> Flask:
+    """An app answering with `predictor`, which is already loaded and smoke-tested, and with
+    `retriever` (the model's retrieval index, if it has one) when a request asks for top_k."""
     config = config or ServingConfig.from_env()
     app = Flask(__name__)
     # Werkzeug answers 413 for a larger body, declared or streamed (chunked batch payloads).
@@ -50,6 +54,11 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fla
         content_type = request.headers.get("Content-Type")
         output = _output_format(request.headers.get("Accept"), content_type, config)
         decoded = decode_request(_read_body(config), content_type)
+        # top_k (Accept parameter or custom attribute): neighbours from the retrieval index.
+        asked = retrieval_params(request.headers.get("Accept"), request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        if asked is not None:
+            body = answer_neighbors(retriever, decoded, asked, output)
+            return Response(body, status=200, mimetype=output.media_type)
         prediction = predictor.predict(
             decoded.instances, decoded.max_seqlens, check_booleans=decoded.may_contain_booleans
         )

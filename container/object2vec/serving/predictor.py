@@ -147,6 +147,11 @@ class Predictor:
         assert sequences is not None
         return Prediction("embeddings", self._forward_single(side, sequences))
 
+    def embed(self, side: int, sequences: TokenSequences) -> np.ndarray:
+        """Encoder `side`'s embeddings (N, enc_dim) of sequences whose ids are already checked against
+        the vocabulary (the retrieval catalogue); truncated like requests, chunked like predict."""
+        return self._forward_single(side, sequences.truncated(self.hp.encoder(side).max_seq_len))
+
     def _mode(self, instances: Sequence[Any]) -> int:
         """3: pairs, 1: only in0, 2: only in1 (bit i set when in<i> is present); 0 for no instances."""
         kinds = [("in0" in x) + 2 * ("in1" in x) if type(x) is dict else -1 for x in instances]

@@ -18,6 +18,9 @@ from object2vec.environment import TrainingEnvironment
 from object2vec.errors import ClientError, TrainingStopped
 from object2vec.model.io import save_model
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.retrieval.candidates import CHANNEL as CANDIDATES
+from object2vec.retrieval.candidates import CandidateBlock, read_catalogue
+from object2vec.retrieval.index_file import INDEX_FILE
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
 from object2vec.training.distributed import Distributed, Topology, connect, plan_topology, run_local_processes
 from object2vec.training.metrics import log_quality
@@ -26,7 +29,7 @@ from object2vec.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
 
-CHANNELS = ("train", "validation", "test", "auxiliary")
+CHANNELS = ("train", "validation", "test", "auxiliary", CANDIDATES)
 
 
 def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
@@ -69,6 +72,9 @@ def train_with(
     torch.manual_seed(hp.seed)
 
     train = read_train_channel(env, hp, stop)
+    # The catalogue is read (and checked) before training, so that a bad one fails in seconds, not
+    # after hours; only the master writes the model, so only it needs it.
+    catalogue = read_catalogue(env.channels[CANDIDATES], hp) if CANDIDATES in env.channels and dist.is_master else None
     validation = shard(dist, env, "validation", read_optional_channel(env, "validation", hp))
     test = shard(dist, env, "test", read_optional_channel(env, "test", hp))
 
@@ -114,6 +120,28 @@ def train_with(
     logger.info(
         "Saved the model of epoch %d to %s (%.1f s in all)", result.best_epoch, env.model_dir, time.time() - started
     )
+    if catalogue is not None:
+        write_retrieval_index(env, hp, catalogue, stop)
+    elif dist.is_master and (env.model_dir / INDEX_FILE).exists():  # an earlier model's: it would not load
+        (env.model_dir / INDEX_FILE).unlink()
+        logger.warning("Removed %s: it was built for an earlier model", env.model_dir / INDEX_FILE)
+
+
+def write_retrieval_index(
+    env: TrainingEnvironment, hp: Hyperparameters, catalogue: list[CandidateBlock], stop: StopSignal
+) -> None:
+    """Encode the candidates with the saved model (as `serve` will load it) and write model/retrieval.index."""
+    from object2vec.retrieval.build import build_index
+    from object2vec.serving.predictor import Predictor
+
+    try:
+        build_index(Predictor.load(env.model_dir), catalogue, hp, env.model_dir)
+    except TrainingStopped as err:
+        raise TrainingStopped(
+            f"stopped by {stop.requested} while building the retrieval index: the model was saved to "
+            f"{env.model_dir}, the index was not; build it with `python -m object2vec index --model-dir MODEL_DIR "
+            "CANDIDATES...`"
+        ) from err
 
 
 def check_channels(env: TrainingEnvironment) -> None:
