@@ -36,6 +36,12 @@ def make_opt_ml(tmp_path: Path, **changes: str) -> Path:
     hp = json.loads((config / "hyperparameters.json").read_text())
     hp.update(changes)
     (config / "hyperparameters.json").write_text(json.dumps(hp))
+    if any(key.endswith("_vocab_size") for key in changes):
+        # The sample's candidates (retrieval catalogue) use ids of the sample's vocabulary.
+        shutil.rmtree(base / "input" / "data" / "candidates")
+        channels = json.loads((config / "inputdataconfig.json").read_text())
+        del channels["candidates"]
+        (config / "inputdataconfig.json").write_text(json.dumps(channels))
     return base
 
 
