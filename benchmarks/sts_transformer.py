@@ -107,6 +107,34 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "early_stopping_patience": 2,
         "early_stopping_tolerance": 0.001,
     },
+    # sentence-transformers' STS-B recipe (training_stsbenchmark.py: batch 16, 4 epochs, AdamW at 2e-5,
+    # warm-up over 10% of the steps) on the dotfast head. Under Adam the label scale does not matter
+    # (0-5 here against cos vs label/5 there); the head, w.(a*b) + c from a random w, becomes their
+    # 5 x cosine in ~100 steps at lr 0.05, while the long warm-up keeps the transformer nearly still
+    # (~13 full steps' worth) so that the random head cannot distort it first.
+    "recipe": {
+        "comparator_list": "hadamard",
+        "mlp_layers": 0,
+        "mini_batch_size": 16,
+        "learning_rate": 0.05,
+        "transformer_learning_rate_multiplier": 0.0004,
+        "transformer_warmup_steps": 144,  # 10% of 4 epochs x 360 steps
+        "epochs": 4,
+        "early_stopping_patience": 2,
+        "early_stopping_tolerance": 0.001,
+    },
+    # The same at dotfast's transformer learning rate (3e-5).
+    "recipe3e5": {
+        "comparator_list": "hadamard",
+        "mlp_layers": 0,
+        "mini_batch_size": 16,
+        "learning_rate": 0.05,
+        "transformer_learning_rate_multiplier": 0.0006,
+        "transformer_warmup_steps": 144,
+        "epochs": 4,
+        "early_stopping_patience": 2,
+        "early_stopping_tolerance": 0.001,
+    },
 }
 FINETUNED = "dotfast"
 QUICK_HP = {"epochs": 2, "transformer_warmup_steps": 2}  # two epochs: a learning curve
