@@ -293,6 +293,26 @@ def test_embeddings_equal_hugging_face_bert_in_inference_and_training_paths(tiny
     torch.testing.assert_close(encoder(ids, lengths).detach(), reference, atol=1e-5, rtol=1e-5)  # padded path
 
 
+def test_training_drops_only_where_bert_does(tiny_bert: Path) -> None:
+    """BERT has no dropout between its feed-forward Linears (torch's layer has one): in training the
+    second Linear must see the activation of the first unchanged, while BERT's own dropouts act."""
+    transformer = load_encoder(tiny_bert).transformer.train()
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for layer in transformer.encoder.layers:
+        first: list[torch.Tensor] = []
+        layer.linear1.register_forward_hook(lambda _m, _i, out, first=first: first.append(out))
+        layer.linear2.register_forward_pre_hook(lambda _m, args, first=first: seen.append((first[-1], args[0])))
+    ids = torch.tensor([[2, 45, 17, 99, 3], [2, 150, 151, 152, 3]])  # (2, 5): no padding
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    torch.manual_seed(0)
+    trained = transformer(ids, mask)  # (2, 5, 16)
+    assert len(seen) == 2  # both layers, on the training path
+    for before, after in seen:
+        torch.testing.assert_close(after, torch.nn.functional.gelu(before))
+    with torch.no_grad():
+        assert not torch.allclose(trained, transformer.eval()(ids, mask), atol=1e-4)  # BERT's dropouts act
+
+
 def test_all_minilm_l6_v2_embeddings_equal_the_reference_within_1e4(bert_kit: Any) -> None:
     """The issue's exactness check, on the real checkpoint and its own tokenizer."""
     folder = bert_kit.minilm()

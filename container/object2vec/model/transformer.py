@@ -10,8 +10,9 @@ LayerNorm. So a mapping of weight names is all it takes (`CHECKPOINT_NAMES`: the
 separate query/key/value projections are concatenated into torch's in_proj), and torch's fused
 attention applies; in inference (or with the whole transformer frozen) `nn.TransformerEncoder`
 takes its fast path, which packs the batch into a nested tensor so padding costs no compute.
-The one difference is in training only: torch's layer has a dropout between the two feed-forward
-Linears, which BERT has not.
+torch's layer also has a dropout between the two feed-forward Linears, which BERT has not; it is
+replaced by an identity, so that training sees exactly the checkpoint's dropouts (embeddings,
+attention probabilities, attention output, feed-forward output).
 
 Loading a checkpoint never runs code from it: config.json is bounded JSON (`TransformerSpec.from_
 hf_config`: every size range-checked, the parameter count capped, all before any allocation),
@@ -404,6 +405,10 @@ class PretrainedTransformer(nn.Module):
             batch_first=True,
             norm_first=False,  # BERT is post-norm
         )
+        # BERT drops nothing between its two feed-forward Linears; torch's layer would (at the
+        # hidden dropout rate), adding noise the checkpoint was never trained with to every
+        # fine-tuning step. The inference fast path never applies it, so only training changes.
+        layer.dropout = nn.Identity()
         # The nested-tensor fast path needs an even head count; asking for it otherwise only warns.
         self.encoder = nn.TransformerEncoder(layer, spec.layers, enable_nested_tensor=spec.heads % 2 == 0)
         # torch's own fast path builds nested tensors and warns that their API is a prototype:
