@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from object2vec.config import Hyperparameters
-from object2vec.data.batching import iterate_batches
+from object2vec.data.batching import iterate_batches, length_sorted_batches
 from object2vec.data.records import PairDataset
 from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
@@ -165,7 +165,7 @@ class Trainer:
         accumulator = MetricAccumulator(hp.is_classification)
         if skip and self.resume is not None and self.dist.is_master:  # sums of the steps done
             accumulator.count = self.resume.train_count
-            accumulator.sums = {k: v.to(self.device).double() for k, v in self.resume.train_sums.items()}
+            accumulator.sums = {k: v.to(self.device).double().clone() for k, v in self.resume.train_sums.items()}
         start = time.perf_counter()
         train = with_negatives(train, hp.negative_sampling_rate, self.generator)  # drawn afresh each epoch
         # Each process takes its slice of every global mini-batch; all stop after the same step.
@@ -176,14 +176,15 @@ class Trainer:
             self.stop,
             skip,
         )
+        layouts = model.layouts
         for batch in stream:
-            batch = batch.to(self.device)
-            outputs = self.net(batch.in0, batch.len0, batch.in1, batch.len1)
+            batch = batch.with_layouts(layouts).to(self.device)  # an encoder's packing, made once per batch
+            outputs = self.net(batch.in0, batch.in1)
             loss = compute_loss(outputs, batch.labels, hp.is_classification)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            accumulator.add(outputs.detach(), batch.labels)
+            accumulator.add(outputs.detach(), batch.labels, loss.detach())
         self.dist.all_reduce_(accumulator)  # the job's sums; forces the device sync
         if stream.stopped:
             self.stopped_at, self.partial = stream.steps, (accumulator.count, accumulator.sums)
@@ -200,9 +201,11 @@ class Trainer:
         self.model.eval()
         accumulator = MetricAccumulator(self.hp.is_classification)
         batch_size = max(self.hp.mini_batch_size, EVAL_BATCH_SIZE)
-        for batch in iterate_batches(dataset, batch_size):
-            batch = batch.to(self.device)
-            accumulator.add(self.model(batch.in0, batch.len0, batch.in1, batch.len1), batch.labels)
+        layouts = self.model.layouts
+        # Bucketed by length: the metrics are sums, and similar lengths keep packed steps few.
+        for batch in length_sorted_batches(dataset, batch_size):
+            batch = batch.with_layouts(layouts).to(self.device)
+            accumulator.add(self.model(batch.in0, batch.in1), batch.labels)
         self.dist.all_reduce_(accumulator)  # each process scored its shard
         return accumulator.result()
 
