@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -66,9 +68,11 @@ def train_with(
     logger.info("Training on %s with %d CPU thread(s)", device, torch.get_num_threads())
     torch.manual_seed(hp.seed)
 
+    clock = {"start": time.perf_counter()}
     train = read_train_channel(env, hp, stop)
     validation = shard(dist, env, "validation", read_optional_channel(env, "validation", hp))
     test = shard(dist, env, "test", read_optional_channel(env, "test", hp))
+    clock["data"] = time.perf_counter()
 
     model = Object2VecModel(hp).to(device)
     logger.info("Model has %d parameters", sum(p.numel() for p in model.parameters()))
@@ -78,8 +82,10 @@ def train_with(
     store = CheckpointStore(env.checkpoint_dir, env.current_host) if env.checkpoint_dir.is_dir() else None
     checkpointer = Checkpointer(store, dist, hp.to_dict())
     trainer = Trainer(model, hp, device, env.current_host, stop, dist, checkpointer, env.channels["train"].distribution)
+    clock["model"] = time.perf_counter()
     with stop.deferred():
         result = trainer.fit(train, validation, checkpointer.resume(trainer))
+        clock["training"] = time.perf_counter()
         if result.best_state is None:
             raise TrainingStopped(
                 f"training stopped by {result.stopped_by} before the first epoch ended; no model saved"
@@ -104,12 +110,37 @@ def train_with(
         if test is not None:
             for name, value in trainer.evaluate(test).items():
                 log_quality(env.current_host, "test", name, value)
+        clock["test"] = time.perf_counter()
         if dist.is_master:  # one model for the whole job
             save_model(model, env.model_dir, info)
         dist.barrier()
+        clock["saving"] = time.perf_counter()
     logger.info(
         "Saved the model of epoch %d to %s (%.1f s in all)", result.best_epoch, env.model_dir, time.time() - started
     )
+    logger.info("%s", describe_time(clock, result.epochs_completed))
+
+
+def describe_time(clock: dict[str, float], epochs: int) -> str:
+    """Where the job's time went: the log line users (and benchmarks/movielens.py) read."""
+    age = process_age()
+    startup = (
+        f"start-up {age - (time.perf_counter() - clock['start']):.2f} s (interpreter, imports, setup), " if age else ""
+    )
+    phases = list(clock.items())
+    parts = [f"{name} {end - begin:.2f} s" for (_, begin), (name, end) in zip(phases, phases[1:], strict=False)]
+    return f"Time: {startup}{', '.join(parts)} ({epochs} epoch(s), validation included)"
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc), so start-up time can be reported."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(uptime - started, 0.0)
 
 
 def check_channels(env: TrainingEnvironment) -> None:

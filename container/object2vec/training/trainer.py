@@ -26,7 +26,7 @@ from object2vec.model.object2vec import Object2VecModel
 from object2vec.training.checkpoint import Checkpointer, Position, Resume
 from object2vec.training.distributed import FULLY_REPLICATED, Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
-from object2vec.training.optimizers import make_embedding_optimizer, needs_embedding_optimizer
+from object2vec.training.optimizers import eager, make_embedding_optimizer, needs_embedding_optimizer
 from object2vec.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -41,17 +41,18 @@ def make_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.O
     lr, decay = hp.learning_rate, hp.weight_decay
     # The fused kernels update all parameters in one pass: several times faster than the
     # per-tensor loop on CPU as on GPU.
+    # eager(): the same optimizers, without torch.optim's slow import of torch._dynamo.
     if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=decay, fused=True)
+        return eager(torch.optim.Adam)(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=decay, fused=True)
+        return eager(torch.optim.Adagrad)(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=decay, fused=True)
+        return eager(torch.optim.SGD)(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=decay)
+        return eager(torch.optim.RMSprop)(params, lr=lr, weight_decay=decay)
     # AdaDelta adapts its own step size; like MXNet's AdaDelta (the original's engine) it takes
     # no learning rate, so learning_rate is not applied (lr=1.0 is the unscaled update).
-    return torch.optim.Adadelta(params, lr=1.0, weight_decay=decay)
+    return eager(torch.optim.Adadelta)(params, lr=1.0, weight_decay=decay)
 
 
 def compute_loss(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -> torch.Tensor:
