@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
+from object2vec.threads import configure_threads
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
+    configure_threads()  # OpenMP reads its wait policy once, when torch loads: before any import of torch
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2

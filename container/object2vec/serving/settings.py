@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from object2vec.environment import available_cpus
+from object2vec.threads import thread_count
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class ServerSettings:
         return cls(
             port=_int_env(env, PORT_ENV, DEFAULT_PORT, 1, 65535),
             workers=workers,
-            threads_per_worker=max(1, cores // workers),
+            threads_per_worker=thread_count(max(1, cores // workers), env),
             timeout_s=timeout,
             graceful_timeout_s=min(GRACEFUL_TIMEOUT_S, timeout),
         )

@@ -19,6 +19,7 @@ from object2vec.environment import TrainingEnvironment
 from object2vec.errors import ClientError, TrainingStopped
 from object2vec.model.io import save_model
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.threads import describe_wait_policy, thread_count
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
 from object2vec.training.distributed import Distributed, Topology, connect, plan_topology, run_local_processes
 from object2vec.training.metrics import log_quality
@@ -64,8 +65,8 @@ def train_with(
 ) -> None:
     device = dist.device
     if device.type == "cpu":
-        torch.set_num_threads(max(env.num_cpus // dist.local_size, 1))
-    logger.info("Training on %s with %d CPU thread(s)", device, torch.get_num_threads())
+        torch.set_num_threads(thread_count(max(env.num_cpus // dist.local_size, 1)))
+    logger.info("Training on %s with %d CPU thread(s), %s", device, torch.get_num_threads(), describe_wait_policy())
     torch.manual_seed(hp.seed)
 
     clock = {"start": time.perf_counter()}
