@@ -54,7 +54,9 @@ def test_gather_of_fixed_length_sequences_takes_the_short_path_with_the_same_res
     tokens = Tokens.gather(sequences, index)
     check_consistent(tokens)
     assert sequences_of(tokens) == [seqs[i] for i in index.tolist()]
+    assert tokens.fixed_length == length and tokens.narrow(1, 2).fixed_length == length
     assert TokenSequences.from_lists(SEQS).fixed_length is None
+    assert Tokens.gather(TokenSequences.from_lists(SEQS), index[:1]).fixed_length is None
 
 
 def test_gather_reads_views_with_offsets_that_are_not_a_running_sum() -> None:

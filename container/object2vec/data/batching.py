@@ -67,6 +67,7 @@ class Tokens:
     rows: torch.Tensor  # (T,) int64 sequence of each token
     packing: Packing | None = None  # layout "packed", when the batcher made it
     padded: torch.Tensor | None = None  # (B, L) int64, layout "padded", when the batcher made it
+    fixed_length: int | None = None  # the length of every sequence when known to be the same (e.g. 1)
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -90,13 +91,15 @@ class Tokens:
         count = len(index)
         rows = torch.arange(count)  # (B,)
         if length == 1:
-            return cls(sequences.values[sequences.offsets[index]], rows, torch.ones(count, dtype=torch.int64), rows)
+            ids = sequences.values[sequences.offsets[index]]
+            return cls(ids, rows, torch.ones(count, dtype=torch.int64), rows, fixed_length=1)
         starts = sequences.offsets[index][:, None] + torch.arange(length)  # (B, length)
         return cls(
             sequences.values[starts.reshape(-1)],
             rows * length,
             torch.full((count,), length, dtype=torch.int64),
             rows.repeat_interleave(length),
+            fixed_length=length,
         )
 
     @classmethod
@@ -164,6 +167,7 @@ class Tokens:
             self.offsets[start : start + count] - first,
             lengths,
             self.rows[first : first + total] - start,
+            fixed_length=self.fixed_length,
         )
 
     def to(self, device: torch.device) -> Tokens:
@@ -173,6 +177,7 @@ class Tokens:
             *(t.to(device, non_blocking=True) for t in (self.ids, self.offsets, self.lengths, self.rows)),
             packing=self.packing.to(device) if self.packing is not None else None,
             padded=self.padded.to(device, non_blocking=True) if self.padded is not None else None,
+            fixed_length=self.fixed_length,
         )
 
 
