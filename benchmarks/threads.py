@@ -11,7 +11,8 @@ variables once, when torch loads), and the settings take turns so that all see t
 
 Loaded means one busy-looping process per core (`--hogs`, default: the number of cores), started
 by this script and stopped when it ends; the load average of the machine is printed too, since
-other work on it counts as well.
+other work on it counts as well. "object2vec default" is what `train` does when the user sets
+nothing: OMP_WAIT_POLICY=PASSIVE and one thread per core idle at start (object2vec/threads.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -33,17 +35,19 @@ CHILD = """
 import json, os, sys, time
 import numpy as np
 sys.path.insert(0, {benchmarks!r})
-from object2vec.threads import configure_threads, thread_count
+from object2vec.threads import configure_threads, free_cores, thread_count
 configure_threads()  # what `train` does before torch loads (a no-op for variables already set)
 import torch
-from train_throughput import synthetic_dataset, trainer_epochs, RECORDS
-threads = thread_count({cores})
+import train_throughput
+train_throughput.RECORDS = {records}
+from train_throughput import synthetic_dataset, trainer_epochs
+threads = thread_count({cores}, free=free_cores())  # what `train` does (OBJECT2VEC_THREADS wins)
 torch.set_num_threads(threads)
 dataset = synthetic_dataset(np.random.default_rng(0), 10000, 20)
 epoch = trainer_epochs({network!r}, dataset, 10000, 20)
 epoch()  # warm-up
 seconds = sum(epoch() for _ in range({epochs}))
-print(json.dumps({{"rate": RECORDS * {epochs} / seconds, "threads": threads}}))
+print(json.dumps({{"rate": {records} * {epochs} / seconds, "threads": threads}}))
 """
 
 
@@ -66,15 +70,17 @@ def settings(cores: int) -> dict[str, dict[str, str]]:
             "OBJECT2VEC_THREADS": str(cores),
         },
         "1 thread": {"OMP_NUM_THREADS": "1", "OBJECT2VEC_THREADS": "1"},
-        "object2vec default": {},
+        "object2vec default (idle cores, PASSIVE)": {},
     }
 
 
-def run_child(network: str, epochs: int, cores: int, env_changes: dict[str, str]) -> dict[str, float]:
+def run_child(network: str, epochs: int, records: int, cores: int, env_changes: dict[str, str]) -> dict[str, float]:
     env = {key: value for key, value in os.environ.items() if key not in WAIT_VARIABLES}
     env.update(env_changes)
     env["PYTHONPATH"] = str(ROOT / "container")
-    code = CHILD.format(benchmarks=str(ROOT / "benchmarks"), network=network, epochs=epochs, cores=cores)
+    code = CHILD.format(
+        benchmarks=str(ROOT / "benchmarks"), network=network, epochs=epochs, records=records, cores=cores
+    )
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-2000:])
@@ -101,11 +107,13 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoders", default="pooled_embedding", help="comma-separated networks")
-    parser.add_argument("--epochs", type=int, default=1, help="timed epochs of 65,536 pairs per run (default 1)")
+    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per run (default 1)")
+    parser.add_argument("--records", type=int, default=16_384, help="pairs per epoch (default 16384)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each setting per case (default 2)")
     parser.add_argument("--hogs", type=int, default=os.cpu_count() or 1, help="busy processes when loaded")
     parser.add_argument("--cases", default="idle,loaded", help="idle, loaded or both (default both)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the busy processes on the way out
     cores = len(os.sched_getaffinity(0))
     print(f"{cores} cores; {load()}", flush=True)
     results: dict[tuple[str, str, str], list[float]] = {}
@@ -116,7 +124,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for network in args.encoders.split(","):
                     for name, env_changes in settings(cores).items():
-                        outcome = run_child(network, args.epochs, cores, env_changes)
+                        outcome = run_child(network, args.epochs, args.records, cores, env_changes)
                         results.setdefault((case, network, name), []).append(outcome["rate"])
                         print(
                             f"{case:>6} {network:>16} {name:<40} {outcome['rate']:10,.0f} records/s "

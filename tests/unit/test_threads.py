@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from object2vec import threads
 from object2vec.threads import (
     DEFAULT_WAIT_POLICY,
     THREADS_ENV,
@@ -64,3 +65,35 @@ def test_the_entry_point_sets_the_policy_before_torch_loads() -> None:
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == DEFAULT_WAIT_POLICY
+
+
+def stat_text(rows: dict[int, tuple[int, int]]) -> str:
+    """/proc/stat with cpuN lines whose idle + iowait and total ticks are as given."""
+    lines = ["cpu  1 2 3 4 5 6 7 8 0 0"]
+    for cpu, (idle, total) in rows.items():
+        lines.append(f"cpu{cpu} {total - idle} 0 0 {idle // 2} {idle - idle // 2} 0 0 0 0 0")
+    return "\n".join([*lines, "intr 12345", ""])
+
+
+def test_free_cores_sums_the_idle_fraction_of_this_process_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text(stat_text({0: (100, 200), 1: (50, 100), 7: (0, 0)}))
+    later = stat_text({0: (200, 300), 1: (50, 200), 7: (100, 100)})
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: stat.write_text(later))  # time passes
+    # Over the sample cpu0 was idle all 100 ticks, cpu1 none of its 100; cpu7 is not ours.
+    assert threads.free_cores(stat_file=str(stat)) == pytest.approx(1.0)
+
+
+def test_free_cores_is_none_without_proc_stat(tmp_path: Path) -> None:
+    assert threads.free_cores(seconds=0.0, stat_file=str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize(
+    ("cores", "free", "expected"), [(2, 2.0, 2), (2, 0.6, 1), (2, 0.0, 1), (8, 5.4, 5), (4, 9.0, 4)]
+)
+def test_threads_follow_the_idle_cores(cores: int, free: float, expected: int) -> None:
+    assert thread_count(cores, {}, free) == expected
+    assert thread_count(cores, {THREADS_ENV: "3"}, free) == 3  # the user's count wins

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from object2vec.serving.settings import ServerSettings
+from object2vec.threads import free_cores
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def serve_main(argv: Sequence[str]) -> int:
     configure_logging()
     if argv:
         logger.warning("Ignoring arguments after 'serve': %s", " ".join(argv))
-    settings = ServerSettings.from_env()
+    settings = ServerSettings.from_env(free=free_cores())  # threads per worker: as training sizes them
     os.environ[THREADS_ENV] = str(settings.threads_per_worker)
     # Also bounds OpenMP/MKL pools created before post_fork runs (inherited by the workers).
     os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads_per_worker))

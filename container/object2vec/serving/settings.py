@@ -109,7 +109,10 @@ class ServerSettings:
     graceful_timeout_s: int
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, cores: int | None = None) -> ServerSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, cores: int | None = None, free: float | None = None
+    ) -> ServerSettings:
+        """`free`: idle cores (threads.free_cores()), shared by the workers; None: all cores count."""
         env = os.environ if env is None else env
         cores = cores or available_cpus()
         workers = server_workers(env, cores)
@@ -118,7 +121,7 @@ class ServerSettings:
         return cls(
             port=_int_env(env, PORT_ENV, DEFAULT_PORT, 1, 65535),
             workers=workers,
-            threads_per_worker=thread_count(max(1, cores // workers), env),
+            threads_per_worker=thread_count(max(1, cores // workers), env, None if free is None else free / workers),
             timeout_s=timeout,
             graceful_timeout_s=min(GRACEFUL_TIMEOUT_S, timeout),
         )

@@ -19,7 +19,7 @@ from object2vec.environment import TrainingEnvironment
 from object2vec.errors import ClientError, TrainingStopped
 from object2vec.model.io import save_model
 from object2vec.model.object2vec import Object2VecModel
-from object2vec.threads import describe_wait_policy, thread_count
+from object2vec.threads import describe_wait_policy, free_cores, thread_count
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
 from object2vec.training.distributed import Distributed, Topology, connect, plan_topology, run_local_processes
 from object2vec.training.metrics import log_quality
@@ -64,9 +64,15 @@ def train_with(
     env: TrainingEnvironment, stop: StopSignal, hp: Hyperparameters, dist: Distributed, started: float
 ) -> None:
     device = dist.device
+    idle = ""
     if device.type == "cpu":
-        torch.set_num_threads(thread_count(max(env.num_cpus // dist.local_size, 1)))
-    logger.info("Training on %s with %d CPU thread(s), %s", device, torch.get_num_threads(), describe_wait_policy())
+        free = free_cores()  # shared by this host's processes, like its cores
+        share = None if free is None else free / dist.local_size
+        torch.set_num_threads(thread_count(max(env.num_cpus // dist.local_size, 1), free=share))
+        idle = f" ({free:.1f} of {env.num_cpus} cores idle at start)" if free is not None else ""
+    logger.info(
+        "Training on %s with %d CPU thread(s)%s, %s", device, torch.get_num_threads(), idle, describe_wait_policy()
+    )
     torch.manual_seed(hp.seed)
 
     clock = {"start": time.perf_counter()}
