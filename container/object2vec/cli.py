@@ -7,10 +7,12 @@ failure file and exit code SageMaker expects, in this one place.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
 from object2vec.threads import configure_threads
@@ -98,6 +100,20 @@ def _fail(failure_file: Path, kind: str, message: str, code: int, detail: str = 
     return code
 
 
+def exit_process(code: int) -> NoReturn:
+    """End the process with `code`, skipping the interpreter's teardown: with torch loaded that
+    teardown takes seconds (3-4 s measured on a busy 2-core machine, more than the ML-100k job's
+    data and saving together) and does nothing a finished command needs. Every file the commands
+    write is closed by then; the log and the standard streams are flushed here."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be written
+            pass
+    os._exit(code)
+
+
 def main_entry() -> None:
     """Console-script entry point."""
-    sys.exit(main(sys.argv[1:]))
+    exit_process(main(sys.argv[1:]))
