@@ -77,13 +77,14 @@ class Tokens:
         """The sequences at `index` (B,), their tokens copied into one flat tensor."""
         if sequences.fixed_length is not None:  # e.g. user-item ids: no per-token bookkeeping
             return cls._gather_fixed(sequences, index, sequences.fixed_length)
-        lengths = sequences.lengths[index]  # (B,)
+        # index_select rather than tensor indexing: 2x faster on these 1-D int64 gathers.
+        lengths = sequences.lengths.index_select(0, index)  # (B,)
         offsets = torch.cumsum(lengths, 0) - lengths  # (B,)
         total = int(offsets[-1] + lengths[-1]) if len(lengths) else 0
         rows = torch.repeat_interleave(torch.arange(len(lengths)), lengths, output_size=total)  # (T,)
         # Token j of the batch is token j - offsets[b] of sequence b: one gather from the dataset.
-        shift = sequences.offsets[index] - offsets  # (B,)
-        ids = sequences.values[torch.arange(total) + shift[rows]]  # (T,)
+        shift = sequences.offsets.index_select(0, index) - offsets  # (B,)
+        ids = sequences.values.index_select(0, torch.arange(total).add_(shift.index_select(0, rows)))  # (T,)
         return cls(ids, offsets, lengths, rows)
 
     @classmethod
@@ -91,11 +92,11 @@ class Tokens:
         count = len(index)
         rows = torch.arange(count)  # (B,)
         if length == 1:
-            ids = sequences.values[sequences.offsets[index]]
+            ids = sequences.values.index_select(0, sequences.offsets.index_select(0, index))
             return cls(ids, rows, torch.ones(count, dtype=torch.int64), rows, fixed_length=1)
-        starts = sequences.offsets[index][:, None] + torch.arange(length)  # (B, length)
+        starts = sequences.offsets.index_select(0, index)[:, None] + torch.arange(length)  # (B, length)
         return cls(
-            sequences.values[starts.reshape(-1)],
+            sequences.values.index_select(0, starts.reshape(-1)),
             rows * length,
             torch.full((count,), length, dtype=torch.int64),
             rows.repeat_interleave(length),
@@ -207,7 +208,8 @@ class Batch:
 
 
 def make_batch(dataset: PairDataset, index: torch.Tensor) -> Batch:
-    return Batch(Tokens.gather(dataset.in0, index), Tokens.gather(dataset.in1, index), dataset.labels[index])
+    labels = dataset.labels.index_select(0, index)
+    return Batch(Tokens.gather(dataset.in0, index), Tokens.gather(dataset.in1, index), labels)
 
 
 def iterate_batches(
