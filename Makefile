@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make demo` (train, serve and predict on the bundled
-# sample) and `make test` (the whole suite, as CI runs it).
+# sample; DEMO_PORT=8081 make demo when port 8080 is taken) and `make test` (the whole suite, as
+# CI runs it). `make venv` installs requirements.txt and requirements-dev.txt into .venv.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@
 
 demo: venv

@@ -21,9 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_data
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINER = ROOT / "container"
-DATA = Path(os.environ.get("OBJECT2VEC_BENCH_DATA", ROOT.parent / "shared" / "data"))
+# The first data root searched; find a data set with bench_data.require(key), which searches them all.
+DATA = Path(os.environ.get(bench_data.ENV) or bench_data.SHARED)
 if str(CONTAINER) not in sys.path:
     sys.path.insert(0, str(CONTAINER))
 
@@ -53,6 +56,7 @@ class Row:
     met: bool | None = None  # None: no target / not decidable
     missed_by: str = ""  # e.g. "0.012" when missed
     notes: str = ""
+    beside: str = ""  # a transformer result: the use case of the row whose transformer column it fills
 
     def line(self) -> str:
         peer = self.peer_note or f"{fmt(self.peer_value)} in {fmt_s(self.peer_seconds)}"
@@ -116,7 +120,7 @@ def timer() -> Iterator[list[float]]:
 def hidden(name: str) -> bool:
     """OBJECT2VEC_BENCH_HIDE=surprise,fasttext,... pretends those peers are not installed (to check
     what CI, which installs none of them, runs)."""
-    return name in os.environ.get("OBJECT2VEC_BENCH_HIDE", "").split(",")
+    return bench_data.hidden(name)
 
 
 def installed(module: str) -> bool:
@@ -343,6 +347,9 @@ def common_arguments(parser: Any) -> None:
     parser.add_argument("--json-out", type=Path, help="write the rows and learning curves here (for run_all)")
     parser.add_argument("--plots-dir", type=Path, help="write this benchmark's own PNG plots here")
     parser.add_argument("--no-peer", action="store_true", help="skip the peer (its column says 'skipped')")
+    parser.add_argument(
+        "--download", action="store_true", help="fetch missing data sets (needs internet; see benchmarks/bench_data.py)"
+    )
     parser.add_argument(
         "--cpus", type=int, help="run everything (ours and the peer) on this many cores (default: all available)"
     )

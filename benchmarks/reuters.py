@@ -1,6 +1,6 @@
 """Reuters-21578 ModApte, 90 categories: Precision@1 and micro-F1 vs fastText one-vs-all.
 
-Data: ../shared/data/reuters21578/*.sgm (never copied into the project). ModApte: LEWISSPLIT
+Data: reuters21578/*.sgm via bench_data.py (never copied into the project). ModApte: LEWISSPLIT
 TRAIN/TEST with TOPICS="YES"; the 90 categories with at least one training and one test document;
 documents with none of them are dropped (7,769 train / 3,019 test). A seeded 10% of the training
 documents is held out as the validation split: it decides our early stopping and, for both us and
@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_data  # noqa: E402
 import common  # noqa: E402
 
 from object2vec.prepare.text import TOKEN_PATTERN  # noqa: E402
 
-SOURCE = common.DATA / "reuters21578"
 P_AT_1_TARGET = 0.93
 VALIDATION_FRACTION = 0.1
 NEGATIVES_PER_DOC = 60
@@ -240,10 +240,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.common_arguments(parser)
     parser.add_argument("--slice", type=int, default=300, help="train documents kept in --quick mode (default 300)")
-    parser.add_argument("--source", type=Path, default=SOURCE, help=f"the .sgm folder (default {SOURCE})")
+    parser.add_argument("--source", type=Path, help="the .sgm folder (default: found by bench_data.py)")
     args = parser.parse_args()
-    if not args.source.is_dir():
-        sys.exit(f"{args.source} not found: the Reuters-21578 .sgm files (see ../shared/data/README.md)")
+    args.source = args.source or bench_data.require("reuters", download=args.download)
     cpus = common.use_cpus(args.cpus)
     root = common.work_dir(args.work_dir, "reuters")
     load = common.machine_load()

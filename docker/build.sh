@@ -18,7 +18,13 @@
 #
 # With the default base image the CPU torch wheel is fetched once with the host's pip
 # (`pip download --no-deps`) into docker/wheels/ (git-ignored), and handed to the build.
-# Builds use --network host (our dockerd runs with --bridge none). Environment: DOCKER (client).
+# Builds use --network host (our dockerd runs with --bridge none).
+#
+# BuildKit builds when a client can: one with the buildx plugin (Docker Engine/Desktop packages), or
+# a client older than 23 (Debian 12's docker.io), which uses the engine's own BuildKit when
+# DOCKER_BUILDKIT=1. The first such `docker` on PATH is used. Otherwise the legacy builder builds
+# and the builder stage's image (1.9 GB, untagged) is removed afterwards, so no build leaves one.
+# Environment: DOCKER (the client to use; no other is tried).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,7 +54,28 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ -n "$torch_version" ]] || die "no torch version: pass --torch-version"
-docker_cmd="${DOCKER:-docker}"
+# Whether a client builds with BuildKit: buildx, or the built-in BuildKit client of versions < 23.
+with_buildkit() {
+    "$1" buildx version >/dev/null 2>&1 && return 0
+    local major
+    major=$("$1" --version 2>/dev/null | sed -n -E 's/^Docker version ([0-9]+)\..*/\1/p')
+    [[ -n "$major" && "$major" -lt 23 ]]
+}
+if [[ -n "${DOCKER:-}" ]]; then
+    clients=("$DOCKER")
+else
+    mapfile -t clients < <(type -ap docker | while read -r c; do readlink -f "$c"; done | awk '!seen[$0]++')
+    [[ ${#clients[@]} -gt 0 ]] || die "no docker client on PATH"
+fi
+docker_cmd=${clients[0]}
+builder=legacy
+for client in "${clients[@]}"; do
+    if with_buildkit "$client"; then
+        docker_cmd=$client
+        builder=buildkit
+        break
+    fi
+done
 "$docker_cmd" info >/dev/null 2>&1 || die "no Docker engine answers (DOCKER_HOST=${DOCKER_HOST:-unset})"
 
 if [[ "$base_image" == "$default_base" ]]; then
@@ -91,12 +118,26 @@ if sha=$(git rev-parse --short HEAD 2>/dev/null); then
     names+=("$name:$sha")
 fi
 
+build_args=(
+    --network host
+    --build-arg "BASE_IMAGE=$base_image"
+    --build-arg "TORCH_VERSION=$torch_version"
+    --build-arg "TORCH_INDEX_URL=$torch_index_url"
+    --build-arg "TORCH_WHEEL=$wheel_arg"
+)
 start=$SECONDS
-"$docker_cmd" build --network host "${tags[@]}" \
-    --build-arg "BASE_IMAGE=$base_image" \
-    --build-arg "TORCH_VERSION=$torch_version" \
-    --build-arg "TORCH_INDEX_URL=$torch_index_url" \
-    --build-arg "TORCH_WHEEL=$wheel_arg" \
-    "${extra[@]}" .
+if [[ "$builder" == buildkit ]]; then
+    echo "build.sh: building with BuildKit ($docker_cmd)"
+    DOCKER_BUILDKIT=1 "$docker_cmd" build "${tags[@]}" "${build_args[@]}" "${extra[@]}" .
+else
+    echo "build.sh: no client here builds with BuildKit (install the buildx plugin); using the legacy builder" >&2
+    DOCKER_BUILDKIT=0 "$docker_cmd" build "${tags[@]}" "${build_args[@]}" "${extra[@]}" .
+    # The legacy builder keeps the builder stage as an untagged image: all cache hits now, so this
+    # only names it. Removed unless something tagged it.
+    stage=$(DOCKER_BUILDKIT=0 "$docker_cmd" build -q --target builder "${build_args[@]}" . 2>/dev/null) || stage=
+    if [[ -n "$stage" && -z "$("$docker_cmd" image inspect -f '{{join .RepoTags ""}}' "$stage" 2>/dev/null)" ]]; then
+        "$docker_cmd" rmi "$stage" >/dev/null && echo "build.sh: removed the builder stage image ${stage#sha256:}"
+    fi
+fi
 size=$("$docker_cmd" image inspect -f '{{.Size}}' "$tag")
 echo "build.sh: built ${names[*]} in $((SECONDS - start)) s; size $((size / 1000000)) MB"

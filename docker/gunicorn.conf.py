@@ -2,10 +2,12 @@
 
     PYTHONPATH=container gunicorn -c docker/gunicorn.conf.py object2vec.serving.wsgi:app
 
-The image's `serve` applies exactly these options itself (object2vec.serving.server.gunicorn_options,
+The image's `serve` applies these options itself (object2vec.serving.server.gunicorn_options,
 read from the same environment variables: SAGEMAKER_BIND_TO_PORT, MODEL_SERVER_WORKERS,
 MODEL_SERVER_TIMEOUT, SAGEMAKER_BATCH, ...); this file gives a plain `gunicorn` command line the
-same behaviour, e.g. under another process manager or for debugging.
+same behaviour, e.g. under another process manager or for debugging. It is gunicorn alone on the
+port: `serve` also puts nginx in front (it reads requests whole, so slow clients never hold a
+worker); put your own proxy in front of this one when clients are not trusted.
 """
 
 import os

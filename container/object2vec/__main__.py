@@ -1,10 +1,10 @@
-"""`python -m object2vec train|serve|prepare`."""
+"""`python -m object2vec COMMAND ...` (see object2vec.cli)."""
 
 from __future__ import annotations
 
 import sys
 
-from object2vec.cli import exit_process, main
+from object2vec.cli import exit_, main
 
 if __name__ == "__main__":
-    exit_process(main(sys.argv[1:]))  # without the interpreter's slow teardown of torch
+    exit_(main(sys.argv[1:]))  # without the interpreter's slow teardown of torch

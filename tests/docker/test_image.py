@@ -129,6 +129,26 @@ def test_docker_stop_ends_training_with_best_model_and_failure_file(image: str, 
         assert (opt_ml / "model" / name).stat().st_size > 0, f"no {name} after the stop:\n{logs[-3000:]}"
 
 
+@pytest.mark.parametrize("delay", [0.0, 0.5, 1.5])
+def test_sigterm_at_any_moment_of_train_exits_143(image: str, tmp_path: Path, start_container, delay: float) -> None:
+    """Python is PID 1 in the image: a SIGTERM before its handlers exist used to be dropped by the
+    kernel, and the job trained on. Now the signal waits (blocked by /opt/program/train) and ends
+    the job as soon as the handlers exist. `docker kill --signal TERM` sends no SIGKILL after it,
+    so a lost signal shows as a container still running."""
+    opt_ml = make_opt_ml(tmp_path, epochs="100", early_stopping_patience="100")
+    container = start_container(image, "train", "--network", "none", "-v", f"{opt_ml}:/opt/ml")
+    time.sleep(delay)
+    docker("kill", "--signal", "TERM", container.name)
+    start = time.monotonic()
+    code = container.wait(timeout=120)
+    took = time.monotonic() - start
+    logs = container.logs()
+    assert code == 143, logs[-3000:]
+    assert took < STOP_LIMIT_S, f"stopped {took:.1f} s after the signal:\n{logs[-3000:]}"
+    assert (opt_ml / "output" / "failure").read_text().startswith("TrainingStopped: training stopped by SIGTERM")
+    assert "Traceback" not in logs, logs[-3000:]
+
+
 # ---- serve ---------------------------------------------------------------------------------
 
 
@@ -218,6 +238,35 @@ def test_batch_server_reports_execution_parameters(batch_server: Server) -> None
     assert parameters["MaxPayloadInMB"] == 6
     assert parameters["BatchStrategy"] in ("MULTI_RECORD", "MultiRecord")
     assert parameters["MaxConcurrentTransforms"] >= 1
+
+
+def test_serve_survives_hostile_http(server: Server, tmp_path: Path) -> None:
+    """benchmarks/fuzz_serve.py against the image's nginx + gunicorn: no 5xx, a JSON error on
+    every 4xx, one answer per record; /ping answers while 10 clients stall (2 s target; 10 s here)."""
+    report_file = tmp_path / "fuzz.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "fuzz_serve.py"), "--url", server.url, "--requests", "300"]
+    command += ["--slow-clients", "10", "--pings", "5", "--ping-target-s", "10", "--json-out", str(report_file)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    print(result.stderr[-2000:])
+    report = json.loads(report_file.read_text())
+    logs = server.container.logs()[-3000:]
+    assert report["violations"] == [], f"{report['violations'][:5]}\n{logs}"
+    assert report["slow"]["met"], f"{report['slow']}\n{logs}"
+    assert result.returncode == 0
+
+
+def test_sigterm_right_after_serve_starts(image: str, trained: TrainingRun, start_container) -> None:
+    """serve is PID 1 too: a SIGTERM while it starts (before its handlers, while the workers import
+    torch) ends it quickly and cleanly."""
+    container = start_container(
+        image, "serve", "--network", "host", "-v", f"{trained.opt_ml / 'model'}:/opt/ml/model:ro",
+        f"--env=SAGEMAKER_BIND_TO_PORT={free_port()}",
+    )  # fmt: skip
+    docker("kill", "--signal", "TERM", container.name)
+    start = time.monotonic()
+    code = container.wait(timeout=120)
+    assert time.monotonic() - start < STOP_LIMIT_S, container.logs()[-3000:]
+    assert code == 0, container.logs()[-3000:]
 
 
 def test_docker_stop_ends_serve_cleanly(image: str, trained: TrainingRun) -> None:

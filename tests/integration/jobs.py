@@ -108,14 +108,14 @@ def train_env(base: Path, **extra: str) -> dict[str, str]:
 
 def start_train(base: Path, **extra: str) -> subprocess.Popen[str]:
     """`train` in the background; its log goes to <base>/train.log (no pipe to fill up)."""
-    log = open(base / "train.log", "w")  # noqa: SIM115 - closed when the process object is collected
-    return subprocess.Popen(
-        [sys.executable, "-m", "object2vec", "train"],
-        env=train_env(base, **extra),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    with open(base / "train.log", "w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "object2vec", "train"],
+            env=train_env(base, **extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
 
 def run_train(base: Path, **extra: str) -> tuple[int, str]:

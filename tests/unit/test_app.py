@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -7,6 +8,8 @@ import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from object2vec.serving.app import create_app
 from object2vec.serving.predictor import Predictor
@@ -111,6 +114,65 @@ def test_body_too_large_is_413(predictor: Predictor) -> None:
     assert response.status_code == 413
     assert "larger than 1000 bytes" in orjson.loads(response.data)["error"]
     assert invoke(client, orjson.dumps({"instances": [PAIR]})).status_code == 200
+
+
+def test_chunked_body_is_never_truncated(predictor: Predictor) -> None:
+    """A body without Content-Length (chunked) is read to one byte past the limit: exactly at the
+    limit it is answered, one byte over it is a 413, never a 200 for the part that fitted."""
+    line = orjson.dumps({"in0": [1]}) + b"\n"
+    body = line * 100
+    client = make_client(predictor, max_body_bytes=len(body))
+    chunked = {
+        "Content-Type": "application/jsonlines",
+        "Accept": "application/jsonlines",
+        "Transfer-Encoding": "chunked",
+    }
+    response = client.post("/invocations", input_stream=io.BytesIO(body), headers=chunked)
+    assert response.status_code == 200
+    assert len(response.data.splitlines()) == 100
+    response = client.post("/invocations", input_stream=io.BytesIO(body + line), headers=chunked)
+    assert response.status_code == 413, response.data
+    assert "larger than" in orjson.loads(response.data)["error"]
+
+
+def post_raw(predictor: Predictor, stream: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    """POST /invocations with the WSGI input stream and headers exactly as given (the test client
+    would fix Content-Length up): what gunicorn hands the app for a chunked or cut-short body."""
+    environ = EnvironBuilder(path="/invocations", method="POST", headers=headers).get_environ()
+    environ["wsgi.input"] = stream
+    if "Content-Length" in headers:
+        environ["CONTENT_LENGTH"] = headers["Content-Length"]
+    body, status, _ = run_wsgi_app(create_app(predictor, ServingConfig()), environ, buffered=True)
+    return int(status.split()[0]), orjson.loads(b"".join(body))
+
+
+class FailingStream:
+    """A body gunicorn cannot read: malformed chunking, a client gone, a read timeout."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def read(self, size: int = -1) -> bytes:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(InvalidChunkSize(b"zz"), 400), (ChunkMissingTerminator(b"xx"), 400), (NoMoreData(), 400), (TimeoutError(), 408)],
+)
+def test_unreadable_body_is_4xx(predictor: Predictor, error: Exception, status: int) -> None:
+    chunked = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    code, answer = post_raw(predictor, FailingStream(error), chunked)
+    assert code == status
+    assert answer["error"]
+
+
+def test_body_shorter_than_content_length_is_400(predictor: Predictor) -> None:
+    body = orjson.dumps({"instances": [PAIR]})
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    code, answer = post_raw(predictor, io.BytesIO(body[:-5]), headers)
+    assert code == 400
+    assert f"of the {len(body)} bytes" in answer["error"]
 
 
 def test_too_many_instances_is_413(serving_base_dirs: dict[str, Path]) -> None:

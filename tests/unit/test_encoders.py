@@ -12,7 +12,8 @@ from object2vec.config import EncoderConfig
 from object2vec.data.batching import Tokens
 from object2vec.model.encoders import ENCODERS, build_encoder, length_mask
 
-# torch warns that an even filter width with padding="same" costs a padded copy: expected here.
+# torch warns that an even filter width with padding="same" costs a padded copy: the padded
+# reference below calls the convolutions that way on purpose.
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
     pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning"),

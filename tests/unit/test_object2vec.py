@@ -10,7 +10,9 @@ from torch import nn
 
 from object2vec.config import Hyperparameters
 from object2vec.data.batching import Tokens
+from object2vec.errors import ClientError
 from object2vec.model.object2vec import EMBEDDING_INIT_STD, Object2VecModel
+from object2vec.model.transformer import TransformerEncoder, TransformerSpec
 
 BASE: dict[str, Any] = {
     "enc0_network": "pooled_embedding",
@@ -148,3 +150,69 @@ def test_predict_gives_raw_values_for_regression() -> None:
     model = make_model(output_layer="mean_squared_error")
     with torch.no_grad():
         torch.testing.assert_close(model.predict(*inputs()), model(*inputs()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformer encoders
+
+TRANSFORMER_SPEC = TransformerSpec(
+    vocab_size=30, hidden_size=8, layers=2, heads=2, intermediate_size=12, max_positions=6, type_vocab_size=2
+)
+
+
+def transformer_model(**changes: Any) -> Object2VecModel:
+    torch.manual_seed(0)
+    hp = Hyperparameters.from_dict({**BASE, "enc0_network": "transformer", "enc0_pretrained_model": "t", **changes})
+    return Object2VecModel(hp, {0: TRANSFORMER_SPEC, 1: TRANSFORMER_SPEC}).eval()
+
+
+def test_tied_transformers_are_one_siamese_encoder() -> None:
+    model = transformer_model(tied_token_embedding_weight="true")
+    assert model.siamese and model.encoders[0] is model.encoders[1]
+    in0, _ = inputs()
+    with torch.inference_mode():
+        torch.testing.assert_close(model.encode(0, in0), model.encode(1, in0))
+    assert model.predict(*inputs()).shape == (4, 3)
+
+
+def test_a_siamese_pair_is_encoded_in_one_forward_with_the_same_result() -> None:
+    model = transformer_model(tied_token_embedding_weight="true")
+    calls = []
+    model.encoders[0].register_forward_hook(lambda module, args, out: calls.append(args[0].padded_ids().shape))
+    in0, in1 = inputs()
+    rows, lengths = in1.padded_ids().tolist(), in1.lengths.tolist()
+    in1 = Tokens.from_lists([row[: min(n, 3)] for row, n in zip(rows, lengths, strict=True)])  # shorter than in0
+    with torch.inference_mode():
+        joint = model(in0, in1)
+        assert calls == [(8, 6)]  # both sides, padded to the wider one
+        a, b = model.encode(0, in0), model.encode(1, in1)
+        torch.testing.assert_close(joint, model.mlp(model.comparator(a, b)), atol=1e-5, rtol=1e-5)
+
+
+def test_untied_transformers_are_two_copies_of_the_architecture() -> None:
+    model = transformer_model()
+    assert not model.siamese and isinstance(model.encoders[1], TransformerEncoder)
+    assert model.encoders[0].transformer is not model.encoders[1].transformer
+
+
+def test_a_transformer_beside_a_pooled_encoder() -> None:
+    torch.manual_seed(0)
+    hp = Hyperparameters.from_dict(
+        {**BASE, "enc0_network": "transformer", "enc0_pretrained_model": "t", "enc1_network": "pooled_embedding"}
+        | {"enc1_vocab_size": 30, "enc1_max_seq_len": 5}
+    )
+    model = Object2VecModel(hp, {0: TRANSFORMER_SPEC, 1: TRANSFORMER_SPEC})
+    assert set(model.transformer_specs) == {0}  # a spec for a non-transformer encoder is not kept
+    assert isinstance(model.encoders[1].embedding, nn.Embedding)
+    assert model(*inputs()).shape == (4, 3)
+
+
+def test_a_transformer_needs_its_architecture() -> None:
+    hp = Hyperparameters.from_dict({**BASE, "enc0_network": "transformer", "enc0_pretrained_model": "t"})
+    with pytest.raises(ClientError, match="enc0, enc1: network=transformer, but no transformer architecture"):
+        Object2VecModel(hp)
+
+
+def test_sizes_beyond_the_architecture_are_refused_before_building() -> None:
+    with pytest.raises(ClientError, match="enc0_max_seq_len=7 is more than the max_position_embeddings 6"):
+        transformer_model(enc0_max_seq_len=7)

@@ -108,6 +108,27 @@ class Tokens:
         """For tests and small callers: Tokens of Python lists of ids."""
         return cls.gather(TokenSequences.from_lists(sequences), torch.arange(len(sequences)))
 
+    @classmethod
+    def from_padded(cls, ids: torch.Tensor, lengths: torch.Tensor) -> Tokens:
+        """Tokens of a (B, L) id matrix whose row b holds lengths[b] ids (the rest is ignored)."""
+        mask = torch.arange(ids.shape[1], device=ids.device) < lengths[:, None]  # (B, L)
+        rows = torch.repeat_interleave(torch.arange(len(lengths), device=ids.device), lengths)  # (T,)
+        return cls(ids[mask], torch.cumsum(lengths, 0) - lengths, lengths, rows)
+
+    @classmethod
+    def cat(cls, parts: list[Tokens]) -> Tokens:
+        """The sequences of every part, one part after the other (views are made afresh)."""
+        lengths = torch.cat([part.lengths for part in parts])  # (B,)
+        firsts = [0]
+        for part in parts[:-1]:
+            firsts.append(firsts[-1] + len(part))
+        return cls(
+            torch.cat([part.ids for part in parts]),
+            torch.cumsum(lengths, 0) - lengths,
+            lengths,
+            torch.cat([part.rows + first for part, first in zip(parts, firsts, strict=True)]),
+        )
+
     def positions(self) -> torch.Tensor:
         """(T,) int64 position of each token inside its sequence."""
         return torch.arange(self.ids.shape[0], device=self.ids.device) - self.offsets[self.rows]

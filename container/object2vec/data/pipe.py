@@ -81,8 +81,19 @@ def open_pipe(path: Path) -> IO[bytes]:
     """A binary stream of the FIFO's lines, decompressed when it is gzip (without seeking)."""
     raw = open(path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 - returned to the caller, who closes it
     if raw.peek(2)[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return _GzipOverStream(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+
+
+class _GzipOverStream(gzip.GzipFile):
+    """A GzipFile that closes the stream it reads from (a FIFO cannot be reopened by path, and a
+    plain GzipFile leaves a stream it was handed open)."""
+
+    def close(self) -> None:
+        source = self.fileobj
+        super().close()
+        if source is not None:
+            source.close()
 
 
 class PipeEpochs:

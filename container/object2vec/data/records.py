@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
 import logging
 import zlib
 from dataclasses import dataclass
@@ -149,12 +148,11 @@ def list_data_files(root: Path) -> list[Path]:
 
 def open_data_file(path: Path) -> IO[bytes]:
     """A binary stream of the file's lines, decompressed when it is gzip (by content, not name)."""
-    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
-    if raw.read(2) == GZIP_MAGIC:
-        raw.seek(0)
-        return gzip.open(raw, "rb")  # type: ignore[return-value]
-    raw.seek(0)
-    return io.BufferedReader(raw)  # type: ignore[arg-type]
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == GZIP_MAGIC
+    # Opened by path, so that closing the returned stream closes the file (a GzipFile handed an
+    # open file object leaves that file open).
+    return gzip.open(path, "rb") if compressed else open(path, "rb")  # type: ignore[return-value]
 
 
 class _RecordReader:

@@ -69,14 +69,14 @@ class HierarchicalCNNEncoder(nn.Module):
 
     def __init__(self, config: EncoderConfig, embedding: nn.Embedding, enc_dim: int, dropout: float) -> None:
         super().__init__()
-        dim = config.token_embedding_dim
+        dim, width = config.token_embedding_dim, config.cnn_filter_width
         self.embedding = embedding
         self.dropout = nn.Dropout(dropout)
-        # Conv1d modules hold the weights (and name them in checkpoints); forward applies them to
-        # the flat tokens with kernels.flat_conv, which equals conv1d(padding="same") per sequence.
-        self.convs = nn.ModuleList(
-            nn.Conv1d(dim, dim, kernel_size=config.cnn_filter_width, padding="same") for _ in range(config.layers)
-        )
+        # Conv1d modules hold the weights (and name them in checkpoints); forward never calls them:
+        # it applies their weights to the flat tokens with kernels.flat_conv, which equals
+        # conv1d(padding="same") on each sequence alone, even widths included ((width - 1) // 2
+        # zeros before, width // 2 after, as torch pads).
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, kernel_size=width, padding="same") for _ in range(config.layers))
         self.project = nn.Linear(dim * config.layers, enc_dim)
 
     def forward(self, tokens: Tokens) -> torch.Tensor:

@@ -12,20 +12,21 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from object2vec import program_name
 from object2vec.errors import ClientError
-from object2vec.prepare import embeddings, multilabel, ratings, sentences, text_pairs
+from object2vec.prepare import embeddings, instances, multilabel, ratings, sentences, text_pairs
 from object2vec.prepare.io import print_report
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # what argparse uses for usage errors; bad input files are reported the same way
-SUBCOMMANDS = (ratings, text_pairs, multilabel, sentences, embeddings)
+SUBCOMMANDS = (ratings, text_pairs, multilabel, sentences, embeddings, instances)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m object2vec prepare",
+        prog=f"{program_name()} prepare",
         description="Prepare data for Object2Vec: write train/validation/test JSON Lines files "
         '({"in0": [ids], "in1": [ids], "label": L}) and vocabulary files for the auxiliary channel, and '
         "print the matching hyperparameters as JSON on stdout. Progress goes to stderr. "
@@ -56,7 +57,8 @@ def prepare_main(argv: Sequence[str]) -> int:
     except ClientError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print_report(report)
+    if report is not None:  # None: the subcommand wrote its output to stdout itself (tokenize)
+        print_report(report)
     return EXIT_OK
 
 

@@ -29,11 +29,15 @@ from object2vec.prepare.options import (
     add_seed,
     add_split_inputs,
     add_text_options,
+    make_tokenizer,
     non_negative_int,
     require_inputs,
     select_vocab,
+    transformer_hyperparameters,
+    vocab_file_written,
 )
-from object2vec.prepare.text import LengthStats, Tokenizer, Vocab, truncate
+from object2vec.prepare.pretrained_tokenizer import TextTokenizer
+from object2vec.prepare.text import LengthStats, Vocab, truncate
 
 logger = logging.getLogger(__name__)
 
@@ -115,11 +119,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ClientError("without --train there are no labels to build from: pass --label-vocab label_vocab.json")
     candidates = _candidates_path(args)
     planned = [args.output_dir / f"{split}.jsonl" for split, _ in inputs]
-    planned += [] if args.vocab else [args.output_dir / "vocab.json"]
+    planned += [args.output_dir / "vocab.json"] if vocab_file_written(args) else []
     planned += [] if args.label_vocab else [args.output_dir / "label_vocab.json"]
     planned += [candidates[1]] if candidates else []
     check_outputs(planned, args.overwrite)
-    tokenizer = Tokenizer(lowercase=args.lowercase)
+    tokenizer = make_tokenizer(args)
     vocab, built = select_vocab(args, tokenizer, lambda: (text for _, text, _ in _documents(args.train, args)))
     if built:
         vocab.write(args.output_dir / "vocab.json")
@@ -143,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "outputs": counts,
         "documents": documents,
         "labels": num_labels,
-        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab),
+        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab or args.tokenizer),
         "label_vocab_file": str(args.label_vocab or args.output_dir / "label_vocab.json"),
         "longest_document": stats.longest,
         "hyperparameters": {
@@ -155,6 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "enc1_max_seq_len": 1,
             "output_layer": "softmax",
             "num_classes": 2,
+            **transformer_hyperparameters(tokenizer, siamese=False),
         },
     }
 
@@ -163,7 +168,7 @@ def _write_split(
     split: str,
     path: Path,
     args: argparse.Namespace,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     vocab: Vocab,
     label_vocab: Vocab,
     rng: random.Random,

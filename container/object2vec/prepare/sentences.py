@@ -25,12 +25,16 @@ from object2vec.prepare.options import (
     add_seed,
     add_split_inputs,
     add_text_options,
+    make_tokenizer,
     non_negative_int,
     positive_int,
     require_inputs,
     select_vocab,
+    transformer_hyperparameters,
+    vocab_file_written,
 )
-from object2vec.prepare.text import LengthStats, Tokenizer, Vocab, truncate
+from object2vec.prepare.pretrained_tokenizer import TextTokenizer
+from object2vec.prepare.text import LengthStats, Vocab, truncate
 
 logger = logging.getLogger(__name__)
 
@@ -90,10 +94,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     inputs = require_inputs(args)
     check_outputs(
         [args.output_dir / f"{split}.jsonl" for split, _ in inputs]
-        + ([] if args.vocab else [args.output_dir / "vocab.json"]),
+        + ([args.output_dir / "vocab.json"] if vocab_file_written(args) else []),
         args.overwrite,
     )
-    tokenizer = Tokenizer(lowercase=args.lowercase)
+    tokenizer = make_tokenizer(args)
     vocab, built = select_vocab(args, tokenizer, lambda: (text for _, text in _documents(args.train, args)))
     if built:
         vocab.write(args.output_dir / "vocab.json")
@@ -109,7 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "sentences",
         "output_dir": str(args.output_dir),
         "outputs": counts,
-        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab),
+        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab or args.tokenizer),
         "longest_sentence": stats.longest,
         "hyperparameters": {
             # one vocabulary for both sides: enc1 shares enc0's network, vocab and max_seq_len
@@ -119,6 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "output_layer": "softmax",
             "num_classes": 2,
             "negative_sampling_rate": NEGATIVE_SAMPLING_RATE,
+            **transformer_hyperparameters(tokenizer, siamese=True),
         },
     }
 
@@ -127,7 +132,7 @@ def _write_split(
     split: str,
     path: Path,
     args: argparse.Namespace,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     vocab: Vocab,
     rng: random.Random,
     negatives: int,
@@ -154,7 +159,7 @@ def _write_split(
 
 
 def _encoded_documents(
-    path: Path, args: argparse.Namespace, tokenizer: Tokenizer, vocab: Vocab
+    path: Path, args: argparse.Namespace, tokenizer: TextTokenizer, vocab: Vocab
 ) -> Iterator[list[list[int]]]:
     """Per document, its sentences as (truncated) id lists; short sentences dropped."""
     for _, text in _documents(path, args):
@@ -167,7 +172,7 @@ def _encoded_documents(
 
 
 def _reservoir(
-    path: Path, args: argparse.Namespace, tokenizer: Tokenizer, vocab: Vocab, rng: random.Random
+    path: Path, args: argparse.Namespace, tokenizer: TextTokenizer, vocab: Vocab, rng: random.Random
 ) -> list[tuple[int, list[int]]]:
     """A uniform sample of up to --negative-pool (document index, sentence) from one pass."""
     pool: list[tuple[int, list[int]]] = []

@@ -28,6 +28,7 @@ DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 WORKERS_ENVS = ("MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_WORKERS")
 TIMEOUT_ENVS = ("MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT")
 MAX_INSTANCES_ENV = "OBJECT2VEC_MAX_INSTANCES"
+NGINX_ENV = "OBJECT2VEC_NGINX"  # auto (default), off, or the nginx binary: see serving/nginx.py
 
 DEFAULT_PORT = 8080
 MIB = 1 << 20
@@ -89,6 +90,11 @@ class ServingConfig:
             max_concurrent_transforms=_int_env(env, MAX_CONCURRENT_TRANSFORMS_ENV, concurrency, 1, 1024),
             default_accept=default_accept,
         )
+
+    def too_large_message(self) -> str:
+        """The 413 message, whether the app or nginx in front of it answers."""
+        limit = "MaxPayloadInMB of this batch transform" if self.batch else "the real-time limit"
+        return f"the body is larger than {self.max_body_bytes} bytes ({limit}): send fewer instances per request"
 
     def execution_parameters(self) -> dict[str, int | str]:
         return {

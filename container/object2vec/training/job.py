@@ -12,6 +12,7 @@ import torch
 
 from object2vec.config import Hyperparameters
 from object2vec.data.pipe import PipeEpochs
+from object2vec.data.pretrained import initialise_transformers, read_transformer_checkpoints, transformer_specs
 from object2vec.data.records import PairDataset, read_channel
 from object2vec.data.sampling import describe_negative_sampling
 from object2vec.data.vocab import AUXILIARY, check_auxiliary_files, initialise_token_embeddings
@@ -38,6 +39,7 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
     check_channels(env)
     check_features_available(hp)
     check_auxiliary_files(hp, env.channels.get(AUXILIARY))
+    read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))  # fail fast: config and weights header only
     topology = plan_topology(env, hp)
     if topology.processes_per_host > 1:  # one process per GPU, each running train_process
         run_local_processes(train_process, env, stop, topology)
@@ -81,9 +83,11 @@ def train_with(
     test = shard(dist, env, "test", read_optional_channel(env, "test", hp))
     clock["data"] = time.perf_counter()
 
-    model = Object2VecModel(hp).to(device)
+    checkpoints = read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))
+    model = Object2VecModel(hp, transformer_specs(checkpoints)).to(device)
     logger.info("Model has %d parameters", sum(p.numel() for p in model.parameters()))
     initialise_token_embeddings(model, hp, env.channels.get(AUXILIARY))  # logs each encoder's table
+    initialise_transformers(model, hp, checkpoints)  # logs each transformer
     if hp.negative_sampling_rate:
         logger.info("%s", describe_negative_sampling(hp.negative_sampling_rate, hp.is_classification, hp.num_classes))
     store = CheckpointStore(env.checkpoint_dir, env.current_host) if env.checkpoint_dir.is_dir() else None

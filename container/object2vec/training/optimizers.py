@@ -32,6 +32,8 @@ from torch import nn
 
 from object2vec.config import Hyperparameters
 from object2vec.data.vocab import FROZEN_ROWS
+from object2vec.model.transformer import transformer_parameters
+from object2vec.training.pretrained_lr import pretrained_param_groups
 
 _EAGER: dict[type, type] = {}
 # Optimizer methods that import torch._dynamo on their first call, to wrap themselves in
@@ -71,10 +73,12 @@ def eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
 
 
 def token_embeddings(model: nn.Module) -> list[nn.Embedding]:
-    """Every distinct nn.Embedding of the model (a tied table once)."""
+    """Every distinct token table of the model (a tied table once); a pretrained transformer's
+    embeddings are its own, trained like its other weights, so they are not among them."""
+    inside = {id(p) for p in transformer_parameters(model)}
     seen: dict[int, nn.Embedding] = {}
     for module in model.modules():
-        if isinstance(module, nn.Embedding):
+        if isinstance(module, nn.Embedding) and id(module.weight) not in inside:
             seen.setdefault(id(module.weight), module)
     return list(seen.values())
 
@@ -168,7 +172,10 @@ def make_embedding_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.opt
         # Opt out explicitly (the default) of torch's per-tensor sparse checks, which otherwise
         # warns about SEGFAULTs on the first sparse Adagrad step: the gradients are well formed.
         torch.sparse.check_sparse_tensor_invariants.disable()
-    groups = [{"params": rest, "weight_decay": decay}, {"params": tables, "weight_decay": 0.0}]
+    groups = [
+        *pretrained_param_groups(hp, model, rest, {"weight_decay": decay}),
+        {"params": tables, "weight_decay": 0.0},
+    ]
     optimizer: torch.optim.Optimizer
     if hp.optimizer == "adam" and sparse:
         sparse_adam = eager(torch.optim.SparseAdam)(tables, lr=lr)

@@ -27,6 +27,7 @@ from object2vec.training.checkpoint import Checkpointer, Position, Resume
 from object2vec.training.distributed import FULLY_REPLICATED, Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
 from object2vec.training.optimizers import eager, make_embedding_optimizer, needs_embedding_optimizer
+from object2vec.training.pretrained_lr import add_warmup, pretrained_param_groups
 from object2vec.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -35,9 +36,15 @@ EVAL_BATCH_SIZE = 4096  # evaluation has no gradients, so larger batches are che
 
 
 def make_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The optimizer of hp.optimizer; a pretrained transformer gets its own learning rate and
+    warm-up (training/pretrained_lr.py)."""
     if needs_embedding_optimizer(hp, model):  # row_sparse or frozen pretrained rows
-        return make_embedding_optimizer(hp, model)  # type: ignore[return-value]
-    params = [p for p in model.parameters() if p.requires_grad]
+        return add_warmup(make_embedding_optimizer(hp, model))  # type: ignore[no-any-return]
+    return add_warmup(_dense_optimizer(hp, model))  # type: ignore[no-any-return]
+
+
+def _dense_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
+    params = pretrained_param_groups(hp, model, (p for p in model.parameters() if p.requires_grad))
     lr, decay = hp.learning_rate, hp.weight_decay
     # The fused kernels update all parameters in one pass: several times faster than the
     # per-tensor loop on CPU as on GPU.
