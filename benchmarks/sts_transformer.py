@@ -325,7 +325,7 @@ def fast_path_ratio(model_dir: Path, records: list[dict], repeats: int) -> dict[
     tensors) vs the padded path, interleaved in one process with one thread."""
     import torch
 
-    from object2vec.data.batching import pad
+    from object2vec.data.batching import Tokens
     from object2vec.data.records import TokenSequences
 
     model = predictor_of(model_dir).model
@@ -333,14 +333,15 @@ def fast_path_ratio(model_dir: Path, records: list[dict], repeats: int) -> dict[
     sequences = TokenSequences.from_flat(
         np.array([i for ids in lists for i in ids], dtype=np.int64), np.array([len(x) for x in lists])
     )
-    ids, lengths = pad(sequences, torch.arange(len(lists)))
+    tokens = Tokens.gather(sequences, torch.arange(len(lists))).with_layout("padded")  # padded once
+    ids, lengths = tokens.padded_ids(), tokens.lengths
     times: dict[bool, list[float]] = {True: [], False: []}
     with torch.inference_mode():
         for _ in range(repeats):
             for fast in (True, False):
                 torch.backends.mha.set_fastpath_enabled(fast)
                 start = time.perf_counter()
-                model.encode(0, ids, lengths)
+                model.encode(0, tokens)
                 times[fast].append(time.perf_counter() - start)
     torch.backends.mha.set_fastpath_enabled(True)
     fast, padded = (float(np.median(times[f])) for f in (True, False))

@@ -21,6 +21,7 @@ import pytest
 import requests
 import torch
 
+from object2vec.data.batching import Tokens
 from object2vec.model.io import CONFIG_FILE, WEIGHTS_FILE, load_model
 from object2vec.model.transformer import TransformerEncoder, read_checkpoint
 from object2vec.prepare.pretrained_tokenizer import PretrainedTokenizer
@@ -232,7 +233,7 @@ def test_frozen_checkpoint_is_served_exactly_as_the_checkpoint_embeds(
     width = max(map(len, ids))
     padded = torch.tensor([x + [0] * (width - len(x)) for x in ids])
     with torch.inference_mode():
-        expected = reference.eval()(padded, torch.tensor([len(x) for x in ids])).numpy()
+        expected = reference.eval()(Tokens.from_padded(padded, torch.tensor([len(x) for x in ids]))).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 

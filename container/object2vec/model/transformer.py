@@ -30,7 +30,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from object2vec.config import FREEZE_ALL, EncoderConfig
+from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
 
 logger = logging.getLogger(__name__)
@@ -495,7 +496,8 @@ def bf16_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any
 
 
 class TransformerEncoder(nn.Module):
-    """ids (B, L) + lengths (B,) -> the pooled last layer of a pretrained transformer (B, enc_dim).
+    """A batch side (Tokens, read as its padded (B, L) view) -> the pooled last layer of a pretrained
+    transformer (B, enc_dim).
 
     Pooled as the checkpoint says (masked mean, [CLS] or masked max; L2-normalised when it has a
     Normalize module), then projected to enc_dim, or not at all when enc_dim is the hidden size,
@@ -513,7 +515,10 @@ class TransformerEncoder(nn.Module):
         # width plus one attention row per head.
         self.token_cost = spec.intermediate_size + spec.heads * config.max_seq_len
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    layout: ClassVar[str] = "padded"  # attention runs over a (B, L) rectangle of ids
+
+    def forward(self, tokens: Tokens) -> torch.Tensor:
+        ids, lengths = tokens.padded_ids(), tokens.lengths  # (B, L) padded with 0, (B,)
         # An empty row attends to its first (padding) position instead of to nothing (NaN); its
         # pooled vector is zeroed below.
         mask = torch.arange(ids.shape[1], device=ids.device) < lengths.clamp(min=1)[:, None]  # (B, L)
