@@ -72,6 +72,17 @@ FROM base
 LABEL org.opencontainers.image.title="object2vec" \
       org.opencontainers.image.description="SageMaker-compatible Object2Vec in PyTorch: train and serve" \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# nginx in front of gunicorn (container/object2vec/serving/nginx.py): it reads every request whole,
+# so slow clients never hold a model worker. Debian's nginx (the core of nginx-light, about 3 MB);
+# policy-rc.d keeps its package scripts from starting the service during the build.
+# hadolint ignore=DL3008
+RUN printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d \
+    && chmod 755 /usr/sbin/policy-rc.d \
+    && apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx \
+    && rm -f /usr/sbin/policy-rc.d /etc/nginx/sites-enabled/default \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/object2vec /opt/object2vec
 COPY docker/program/train docker/program/serve /opt/program/
@@ -83,6 +94,7 @@ ENV PATH=/opt/program:/opt/venv/bin:$PATH \
     LANG=C.UTF-8
 RUN chmod 755 /opt/program/train /opt/program/serve \
     && python -c 'import object2vec, torch, sagemaker_training' \
+    && nginx -v \
     && test "$(command -v train)" = /opt/program/train \
     && test "$(command -v serve)" = /opt/program/serve
 WORKDIR /opt/program

@@ -56,6 +56,7 @@ class Row:
     met: bool | None = None  # None: no target / not decidable
     missed_by: str = ""  # e.g. "0.012" when missed
     notes: str = ""
+    beside: str = ""  # a transformer result: the use case of the row whose transformer column it fills
 
     def line(self) -> str:
         peer = self.peer_note or f"{fmt(self.peer_value)} in {fmt_s(self.peer_seconds)}"

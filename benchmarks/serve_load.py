@@ -1,4 +1,4 @@
-"""Load benchmark of `serve`: the real gunicorn server on loopback against the bare predictor.
+"""Load benchmark of `serve`: the real server (nginx + gunicorn) on loopback against the bare predictor.
 
 Reports
   (a) single-instance request latency, p50 and p99 (one client, sequential requests);
@@ -10,6 +10,11 @@ Reports
   and (b, one client) / (c1), / (c2): the same compute on both sides.
 
     PYTHONPATH=container python benchmarks/serve_load.py [--requests 2000] [--payloads 6]
+
+The server is what `serve` runs: nginx in front of gunicorn when nginx is installed.
+--compare-fronts instead measures what nginx costs: two servers on the same model, one behind
+nginx and one with gunicorn alone (OBJECT2VEC_NGINX=off), (a) and (b) in alternating rounds so
+that both see the same machine load, and the ratios.
 
 Targets on 2 cores (pooled_embedding): p50 <= 3 ms, p99 <= 10 ms, (b) >= 50% of (c).
 """
@@ -97,8 +102,8 @@ def post(port: int, body: bytes, content_type: str, accept: str) -> bytes:
     return data
 
 
-def start_server(base: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_BIND_TO_PORT": str(port)}
+def start_server(base: Path, port: int, **extra_env: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SAGEMAKER_BIND_TO_PORT": str(port), **extra_env}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "container"), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "object2vec", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
@@ -116,10 +121,58 @@ def start_server(base: Path, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("serve did not become ready")
 
 
+def compare_fronts(base: Path, payload: bytes, records: int, requests: int, payloads: int) -> None:
+    """(a) and (b) behind nginx and from gunicorn alone, in alternating rounds."""
+    ports = {"nginx": free_port(), "gunicorn": free_port()}
+    servers = {
+        "nginx": start_server(base, ports["nginx"]),
+        "gunicorn": start_server(base, ports["gunicorn"], OBJECT2VEC_NGINX="off"),
+    }
+    single = orjson.dumps({"instances": [{"in0": [1, 2, 3, 4, 5], "in1": [6, 7, 8]}]})
+    latencies: dict[str, list[float]] = {name: [] for name in ports}
+    rates: dict[str, list[float]] = {name: [] for name in ports}
+    try:
+        for port in ports.values():  # warm-up
+            for _ in range(200):
+                post(port, single, "application/json", "application/json")
+            post(port, payload, "application/jsonlines", "application/jsonlines")
+        rounds = 10
+        for _ in range(rounds):
+            for name, port in ports.items():
+                for _ in range(requests // rounds):
+                    start = time.perf_counter()
+                    post(port, single, "application/json", "application/json")
+                    latencies[name].append(time.perf_counter() - start)
+        for _ in range(payloads):
+            for name, port in ports.items():
+                start = time.perf_counter()
+                output = post(port, payload, "application/jsonlines", "application/jsonlines")
+                rates[name].append(records / (time.perf_counter() - start))
+                assert output.count(b"\n") == records
+    finally:
+        for server in servers.values():
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    summary = {}
+    for name in ports:
+        p50, p99 = np.percentile(np.array(latencies[name]) * 1000, [50, 99])
+        summary[name] = (p50, p99, float(np.median(rates[name])))
+        logger.info(
+            "%-8s (a) p50 %.2f ms, p99 %.2f ms; (b) 6 MB JSON Lines, 1 client: %.0f records/s (median of %d)",
+            name, p50, p99, summary[name][2], payloads,
+        )  # fmt: skip
+    (n50, n99, nrate), (g50, g99, grate) = summary["nginx"], summary["gunicorn"]
+    logger.info(
+        "nginx costs %+.2f ms at p50 (%.2fx), %+.2f ms at p99 (%.2fx); 6 MB payloads %.0f%% of gunicorn alone; load %s",
+        n50 - g50, n50 / g50, n99 - g99, n99 / g99, 100 * nrate / grate, os.getloadavg(),
+    )  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="single-instance requests for (a)")
     parser.add_argument("--payloads", type=int, default=6, help="6 MB payloads for (b) and (c)")
+    parser.add_argument("--compare-fronts", action="store_true", help="nginx + gunicorn against gunicorn alone")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -133,6 +186,9 @@ def main() -> int:
     payload, records = make_payload(rng)
     logger.info("cores %d; payload %.2f MiB, %d pair records", cores, len(payload) / 2**20, records)
 
+    if args.compare_fronts:
+        compare_fronts(base, payload, records, args.requests, args.payloads)
+        return 0
     port = free_port()
     server = start_server(base, port)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from object2vec.cli import main
+from object2vec.cli import exit_, main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    exit_(main(sys.argv[1:]))  # without the interpreter's slow teardown of torch

@@ -26,7 +26,10 @@ from object2vec.errors import ClientError
 
 logger = logging.getLogger(__name__)
 
-NETWORKS = ("hcnn", "bilstm", "pooled_embedding")
+# "transformer" is an extension beyond the original algorithm's list: a pretrained BERT-family
+# checkpoint from the auxiliary channel (model/transformer.py).
+TRANSFORMER = "transformer"
+NETWORKS = ("hcnn", "bilstm", "pooled_embedding", TRANSFORMER)
 ENC1_NETWORKS = ("enc0", *NETWORKS)
 OPTIMIZERS = ("adadelta", "adagrad", "adam", "sgd", "rmsprop")
 SPARSE_OPTIMIZERS = ("adam", "adagrad", "sgd")
@@ -34,10 +37,17 @@ COMPARATORS = ("hadamard", "concat", "abs_diff")
 MLP_ACTIVATIONS = ("tanh", "relu", "linear")
 OUTPUT_LAYERS = ("softmax", "mean_squared_error")
 STORAGE_TYPES = ("dense", "row_sparse")
+RETRIEVAL_INDEXES = ("auto", "exact", "ivf")
+MAX_TOP_N = 10_000  # re-rank depth bound: each hit costs one comparator + MLP row per query
 # "auto" layers, as the documentation defines them: hcnn 4, bilstm 1 (pooled_embedding has none).
-AUTO_LAYERS = {"hcnn": 4, "bilstm": 1, "pooled_embedding": 1}
+AUTO_LAYERS = {"hcnn": 4, "bilstm": 1, "pooled_embedding": 1, TRANSFORMER: 1}
+# encX_freeze_layers=all: the whole transformer (embeddings and every layer) stays fixed.
+FREEZE_ALL = -1
+MAX_FREEZE_LAYERS = 64
 # File names in the auxiliary channel: the documented character set, so no path can escape it.
 AUX_FILE_NAME = re.compile(r"[A-Za-z0-9._]*")
+# Checkpoint folder names (encX_pretrained_model) may also use '-', as Hugging Face model names do.
+AUX_FOLDER_NAME = re.compile(r"[A-Za-z0-9._-]+")
 OBJECTIVE_METRICS = {
     "softmax": (
         "validation:accuracy",
@@ -60,6 +70,8 @@ ENCODER_FIELDS = (
     "pretrained_embedding_file",
     "vocab_file",
     "freeze_pretrained_embedding",
+    "pretrained_model",
+    "freeze_layers",
 )
 
 
@@ -67,7 +79,7 @@ ENCODER_FIELDS = (
 class EncoderConfig:
     """Settings of one encoder (enc0 or enc1), fully resolved."""
 
-    network: str  # "hcnn" | "bilstm" | "pooled_embedding"
+    network: str  # "hcnn" | "bilstm" | "pooled_embedding" | "transformer"
     max_seq_len: int  # longer sequences are truncated to their first max_seq_len tokens
     vocab_size: int  # token ids must lie in [0, vocab_size)
     token_embedding_dim: int = 300
@@ -76,6 +88,12 @@ class EncoderConfig:
     pretrained_embedding_file: str = ""  # file name in the auxiliary channel ("" = none)
     vocab_file: str = ""  # token -> id JSON map in the auxiliary channel
     freeze_pretrained_embedding: bool = True  # keep rows from the pretrained file fixed
+    pretrained_model: str = ""  # transformer only: checkpoint folder in the auxiliary channel
+    freeze_layers: int = 0  # transformer only: embeddings + lowest N layers fixed; FREEZE_ALL: all
+
+    @property
+    def is_transformer(self) -> bool:
+        return self.network == TRANSFORMER
 
 
 @dataclass(frozen=True)
@@ -100,7 +118,11 @@ class Hyperparameters:
     early_stopping_tolerance: float = 0.01
     dropout: float = 0.0
     comparator_list: tuple[str, ...] = COMPARATORS  # order sets the sub-vector order
-    tied_token_embedding_weight: bool = False
+    tied_token_embedding_weight: bool = False  # two transformers: one shared encoder (siamese)
+    # The pretrained transformer's parameters learn at learning_rate x this (0.1: 4e-5 with the
+    # default 0.0004, a usual fine-tuning rate), ramped up linearly over the first warm-up steps.
+    transformer_learning_rate_multiplier: float = 0.1
+    transformer_warmup_steps: int = 0  # optimizer steps; 0: no warm-up
     bucket_width: int = 0  # 0: no bucketing
     negative_sampling_rate: int = 0  # 0: off
     token_embedding_storage_type: str = "dense"
@@ -109,6 +131,13 @@ class Hyperparameters:
     num_kv_servers: int | None = None  # _num_kv_servers: accepted, unused
     tuning_objective_metric: str = ""  # _tuning_objective_metric: set by tuning jobs
     seed: int = 0  # _seed: makes a run reproducible
+    # Nearest-neighbour retrieval over the candidates channel (object2vec.retrieval).
+    retrieval_index: str = "auto"  # auto: exact up to retrieval_exact_max candidates, ivf above; or exact / ivf
+    retrieval_exact_max: int = 50_000  # catalogue size up to which "auto" searches every candidate
+    retrieval_ivf_nlist: int | None = None  # IVF cells; None ("auto"): about 4 * sqrt(candidates)
+    retrieval_ivf_nprobe: int | None = None  # cells searched per query; None ("auto"): a tenth of nlist
+    retrieval_top_n: int = 100  # re-rank depth: this many hits are re-scored with the full pair model
+    retrieval_score_class: int | None = None  # softmax class whose probability ranks; None ("auto"): the last
 
     @property
     def is_classification(self) -> bool:
@@ -129,7 +158,8 @@ class Hyperparameters:
         out: dict[str, Any] = {}
         for index, enc in ((0, self.enc0), (1, self.enc1)):
             for name in ENCODER_FIELDS:
-                out[f"enc{index}_{name}"] = getattr(enc, name)
+                value = getattr(enc, name)
+                out[f"enc{index}_{name}"] = "all" if name == "freeze_layers" and value == FREEZE_ALL else value
         for field in dataclasses.fields(self):
             if field.name in ("enc0", "enc1", "enc1_network"):
                 continue
@@ -137,7 +167,7 @@ class Hyperparameters:
             key = field.name if field.name in _PUBLIC_KEYS else f"_{field.name}"
             if field.name == "comparator_list":
                 value = ",".join(value)
-            elif field.name in ("num_gpus", "num_kv_servers") and value is None:
+            elif field.name in _AUTO_FIELDS and value is None:
                 value = "auto"
             out[key] = value
         return out
@@ -281,6 +311,26 @@ def _aux_file_name(value: Any) -> str:
     return name
 
 
+def _aux_folder_name(value: Any) -> str:
+    name = _as_str(value)
+    if name and (not AUX_FOLDER_NAME.fullmatch(name) or name in (".", "..")):
+        raise ValueError(
+            "is not a plain folder name: use only letters, digits, '.', '_' and '-' "
+            "(the folder must sit at the top of the auxiliary channel)"
+        )
+    return name
+
+
+def _freeze_layers(value: Any) -> int:
+    text = _unquote(value)
+    if isinstance(text, str) and text.strip().lower() == "all":
+        return FREEZE_ALL
+    try:
+        return _int_in(0, MAX_FREEZE_LAYERS)(text)
+    except ValueError as err:
+        raise ValueError(f"{err} or all") from None
+
+
 def _comparators(value: Any) -> tuple[str, ...]:
     value = _unquote(value)
     if isinstance(value, str):
@@ -310,6 +360,8 @@ _ENCODER_SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "pretrained_embedding_file": (_aux_file_name, ""),
     "vocab_file": (_aux_file_name, ""),
     "freeze_pretrained_embedding": (_as_bool, True),
+    "pretrained_model": (_aux_folder_name, ""),
+    "freeze_layers": (_freeze_layers, 0),
 }
 _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "enc_dim": (_int_in(4, 10000), 4096),
@@ -328,6 +380,8 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "dropout": (_float_in(0.0, 1.0), 0.0),
     "comparator_list": (_comparators, COMPARATORS),
     "tied_token_embedding_weight": (_as_bool, False),
+    "transformer_learning_rate_multiplier": (_float_in(0.0, 100.0), 0.1),
+    "transformer_warmup_steps": (_int_in(0, 1_000_000), 0),
     "bucket_width": (_int_in(0, 100), 0),
     "negative_sampling_rate": (_int_in(0, 100), 0),
     "token_embedding_storage_type": (_one_of(STORAGE_TYPES), "dense"),
@@ -336,8 +390,16 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "_num_kv_servers": (_auto_or_int(0, 1024), None),
     "_tuning_objective_metric": (_as_str, ""),
     "_seed": (_int_in(0, 2**31 - 1), 0),
+    "retrieval_index": (_one_of(RETRIEVAL_INDEXES), "auto"),
+    "retrieval_exact_max": (_int_in(0, 100_000_000), 50_000),
+    "retrieval_ivf_nlist": (_auto_or_int(1, 1_000_000), None),
+    "retrieval_ivf_nprobe": (_auto_or_int(1, 1_000_000), None),
+    "retrieval_top_n": (_int_in(1, MAX_TOP_N), 100),
+    "retrieval_score_class": (_auto_or_int(0, 29), None),
 }
 _PUBLIC_KEYS = {name for name in _SPECS if not name.startswith("_")}
+# Fields whose None stands for "auto" (written as "auto" by to_dict).
+_AUTO_FIELDS = ("num_gpus", "num_kv_servers", "retrieval_ivf_nlist", "retrieval_ivf_nprobe", "retrieval_score_class")
 
 
 def valid_keys() -> list[str]:
@@ -383,7 +445,7 @@ class _Parser:
             if overridden:
                 logger.warning(
                     "enc1_network=enc0 copies every enc0 setting, so %s %s ignored; set "
-                    "enc1_network to hcnn, bilstm or pooled_embedding to give enc1 its own settings",
+                    "enc1_network to hcnn, bilstm, pooled_embedding or transformer to give enc1 its own settings",
                     ", ".join(overridden),
                     "is" if len(overridden) == 1 else "are",
                 )
@@ -421,6 +483,7 @@ class _Parser:
                 values[name] = self.value(key, parser, default)
         if values["layers"] is None:
             values["layers"] = AUTO_LAYERS[network]
+        self.check_transformer_settings(prefix, network, values)
         if values["pretrained_embedding_file"] and not values["vocab_file"]:
             self.problem(
                 f"{prefix}pretrained_embedding_file needs {prefix}vocab_file: the vocab file maps "
@@ -430,7 +493,47 @@ class _Parser:
             return None
         return EncoderConfig(network=network, **values)
 
+    def check_transformer_settings(self, prefix: str, network: str, values: dict[str, Any]) -> None:
+        if network != TRANSFORMER:
+            for name in ("pretrained_model", "freeze_layers"):
+                if values[name] != _ENCODER_SPECS[name][1]:  # to_dict writes the defaults of every encoder
+                    self.problem(f"{prefix}{name} applies to {prefix}network=transformer only, not {network}")
+            return
+        if not values["pretrained_model"]:
+            self.problem(
+                f"{prefix}network=transformer needs {prefix}pretrained_model: the name of the checkpoint folder "
+                "(config.json + model.safetensors) at the top of the auxiliary channel"
+            )
+        for name in ("pretrained_embedding_file", "vocab_file"):
+            if values[name]:
+                self.problem(
+                    f"{prefix}{name} does not apply to {prefix}network=transformer: the transformer's token "
+                    f"embeddings come from its checkpoint ({prefix}pretrained_model)"
+                )
+
+    def check_transformers(self, hp: Hyperparameters) -> None:
+        transformers = [index for index in (0, 1) if hp.encoder(index).is_transformer]
+        if not transformers:
+            for key in ("transformer_learning_rate_multiplier", "transformer_warmup_steps"):
+                if getattr(hp, key) != _SPECS[key][1]:
+                    logger.warning("%s is ignored: no encoder is a transformer", key)
+            return
+        if hp.token_embedding_storage_type == "row_sparse":
+            self.problem(
+                "token_embedding_storage_type=row_sparse does not apply to a transformer encoder (its embeddings "
+                "feed every position's attention): use dense"
+            )
+        if hp.tied_token_embedding_weight and (
+            len(transformers) == 1 or hp.enc0.pretrained_model != hp.enc1.pretrained_model
+        ):
+            networks = ", ".join(f"enc{i} {_describe_network(hp.encoder(i))}" for i in (0, 1))
+            self.problem(
+                "tied_token_embedding_weight=true with a transformer shares the whole encoder (siamese), so both "
+                f"encoders must be transformers of the same pretrained_model, but they are: {networks}"
+            )
+
     def check_combinations(self, hp: Hyperparameters) -> Hyperparameters:
+        self.check_transformers(hp)
         if hp.tied_token_embedding_weight:
             differ = [
                 f"{name} (enc0 {getattr(hp.enc0, name)}, enc1 {getattr(hp.enc1, name)})"
@@ -455,6 +558,7 @@ class _Parser:
                     hp.bucket_width,
                 )
                 hp = dataclasses.replace(hp, bucket_width=0)
+        self.check_retrieval(hp)
         metric = hp.tuning_objective_metric
         if metric and metric not in OBJECTIVE_METRICS[hp.output_layer]:
             self.problem(
@@ -463,10 +567,34 @@ class _Parser:
             )
         return hp
 
+    def check_retrieval(self, hp: Hyperparameters) -> None:
+        nlist, nprobe = hp.retrieval_ivf_nlist, hp.retrieval_ivf_nprobe
+        if nlist is not None and nprobe is not None and nprobe > nlist:
+            self.problem(
+                f"retrieval_ivf_nprobe={nprobe} is larger than retrieval_ivf_nlist={nlist}: a query can search "
+                "at most every cell; lower nprobe or leave it auto"
+            )
+        score_class = hp.retrieval_score_class
+        if score_class is not None:
+            if not hp.is_classification:
+                self.problem(
+                    f"retrieval_score_class={score_class} applies to output_layer=softmax only: a regression "
+                    "model ranks candidates by its prediction; remove it"
+                )
+            elif score_class >= hp.num_classes:
+                self.problem(
+                    f"retrieval_score_class={score_class} is not a class of this model: use 0..{hp.num_classes - 1} "
+                    f"(num_classes={hp.num_classes}) or auto"
+                )
+
     def message(self) -> str:
         count = len(self.problems)
         head = "Invalid hyperparameter" if count == 1 else f"{count} invalid hyperparameters"
         return f"{head}: " + "; ".join(self.problems)
+
+
+def _describe_network(enc: EncoderConfig) -> str:
+    return f"transformer {enc.pretrained_model}" if enc.is_transformer else enc.network
 
 
 def _show(value: Any) -> str:

@@ -129,6 +129,28 @@ def test_docker_stop_ends_training_with_best_model_and_failure_file(image: str, 
         assert (opt_ml / "model" / name).stat().st_size > 0, f"no {name} after the stop:\n{logs[-3000:]}"
 
 
+@pytest.mark.parametrize("delay", [0.0, 0.5, 1.5])
+def test_sigterm_at_any_moment_of_train_exits_143(image: str, tmp_path: Path, start_container, delay: float) -> None:
+    """Python is PID 1 in the image: a SIGTERM before its handlers exist used to be dropped by the
+    kernel, and the job trained on. Now the signal waits (blocked by /opt/program/train) and ends
+    the job as soon as the handlers exist. `docker kill --signal TERM` sends no SIGKILL after it,
+    so a lost signal shows as a container still running."""
+    # Patience is capped at 5; the smallest tolerance keeps the job training well past the delay.
+    opt_ml = make_opt_ml(tmp_path, epochs="100", early_stopping_patience="5", early_stopping_tolerance="0.000001")
+    container = start_container(image, "train", "--network", "none", "-v", f"{opt_ml}:/opt/ml")
+    time.sleep(delay)
+    assert container.state()["Running"], f"the job ended before the signal:\n{container.logs()[-3000:]}"
+    docker("kill", "--signal", "TERM", container.name)
+    start = time.monotonic()
+    code = container.wait(timeout=120)
+    took = time.monotonic() - start
+    logs = container.logs()
+    assert code == 143, logs[-3000:]
+    assert took < STOP_LIMIT_S, f"stopped {took:.1f} s after the signal:\n{logs[-3000:]}"
+    assert (opt_ml / "output" / "failure").read_text().startswith("TrainingStopped: training stopped by SIGTERM")
+    assert "Traceback" not in logs, logs[-3000:]
+
+
 # ---- serve ---------------------------------------------------------------------------------
 
 
@@ -220,6 +242,35 @@ def test_batch_server_reports_execution_parameters(batch_server: Server) -> None
     assert parameters["MaxConcurrentTransforms"] >= 1
 
 
+def test_serve_survives_hostile_http(server: Server, tmp_path: Path) -> None:
+    """benchmarks/fuzz_serve.py against the image's nginx + gunicorn: no 5xx, a JSON error on
+    every 4xx, one answer per record; /ping answers while 10 clients stall (2 s target; 10 s here)."""
+    report_file = tmp_path / "fuzz.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "fuzz_serve.py"), "--url", server.url, "--requests", "300"]
+    command += ["--slow-clients", "10", "--pings", "5", "--ping-target-s", "10", "--json-out", str(report_file)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    print(result.stderr[-2000:])
+    report = json.loads(report_file.read_text())
+    logs = server.container.logs()[-3000:]
+    assert report["violations"] == [], f"{report['violations'][:5]}\n{logs}"
+    assert report["slow"]["met"], f"{report['slow']}\n{logs}"
+    assert result.returncode == 0
+
+
+def test_sigterm_right_after_serve_starts(image: str, trained: TrainingRun, start_container) -> None:
+    """serve is PID 1 too: a SIGTERM while it starts (before its handlers, while the workers import
+    torch) ends it quickly and cleanly."""
+    container = start_container(
+        image, "serve", "--network", "host", "-v", f"{trained.opt_ml / 'model'}:/opt/ml/model:ro",
+        f"--env=SAGEMAKER_BIND_TO_PORT={free_port()}",
+    )  # fmt: skip
+    docker("kill", "--signal", "TERM", container.name)
+    start = time.monotonic()
+    code = container.wait(timeout=120)
+    assert time.monotonic() - start < STOP_LIMIT_S, container.logs()[-3000:]
+    assert code == 0, container.logs()[-3000:]
+
+
 def test_docker_stop_ends_serve_cleanly(image: str, trained: TrainingRun) -> None:
     running = _serve(image, trained.opt_ml / "model")
     try:
@@ -254,3 +305,50 @@ def test_image_works_as_non_root_user(image: str, trained: TrainingRun, tmp_path
         assert len(response.json()["predictions"]) == 1
     finally:
         docker("rm", "-f", running.container.name, check=False)
+
+
+# ---- retrieval -------------------------------------------------------------------------------
+
+
+def test_index_and_top_k_through_the_image(image: str, trained: TrainingRun, tmp_path: Path) -> None:
+    """`python -m object2vec index` in the image on the trained model, then `serve` answers top_k
+    (Accept parameter, custom attributes) and a batch transform gets one neighbours line per record."""
+    assert trained.returncode == 0, "training failed: see test_train_writes_model_and_metric_lines"
+    model = tmp_path / "model"
+    shutil.copytree(trained.opt_ml / "model", model)
+    catalogue = tmp_path / "catalogue"
+    catalogue.mkdir()
+    (catalogue / "tokens.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "in1": [i]}) + "\n" for i in range(200)))
+    result = docker(
+        "run", "--rm", "--network", "none", "--label", LABEL, "-v", f"{model}:/opt/ml/model",
+        "-v", f"{catalogue}:/catalogue:ro", image,
+        "python", "-m", "object2vec", "index", "--model-dir", "/opt/ml/model", "/catalogue",
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Indexed 200 candidates" in result.stdout
+    running = _serve(image, model)
+    try:
+        body = {"instances": [{"in0": [1, 2]}, {"in0": [5, 6, 7]}]}
+        response = requests.post(
+            f"{running.url}/invocations", json=body, headers={"Accept": "application/json; top_k=5"}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        predictions = response.json()["predictions"]
+        assert [len(p["neighbors"]) for p in predictions] == [5, 5]
+        assert all(n["id"].startswith("t") and 0 <= n["score"] <= 1 for p in predictions for n in p["neighbors"])
+        headers = {"X-Amzn-SageMaker-Custom-Attributes": "top_k=3", "Content-Type": "application/jsonlines"}
+        response = requests.post(f"{running.url}/invocations", data=b'{"in0": [4]}\n', headers=headers, timeout=30)
+        assert response.status_code == 200, response.text  # JSON Lines in, JSON out (the real-time default)
+        assert len(response.json()["predictions"][0]["neighbors"]) == 3
+    finally:
+        docker("rm", "-f", running.container.name, check=False)
+    batch = _serve(image, model, env={"SAGEMAKER_BATCH": "true"})
+    try:
+        lines = b'{"in0": [1]}\n{"in0": [2, 3]}\n{"in0": [9]}\n'
+        headers = {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines; top_k=2"}
+        response = requests.post(f"{batch.url}/invocations", data=lines, headers=headers, timeout=60)
+        assert response.status_code == 200, response.text
+        assert [len(json.loads(line)["neighbors"]) for line in response.text.splitlines()] == [2, 2, 2]
+    finally:
+        docker("rm", "-f", batch.container.name, check=False)

@@ -1,8 +1,9 @@
-"""The real `serve` program (gunicorn + Flask) as a subprocess on a free loopback port."""
+"""The real `serve` program (nginx + gunicorn + Flask) as a subprocess on a free loopback port."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,8 @@ from typing import Any
 import orjson
 import pytest
 import requests
+
+from object2vec.serving.nginx import find_nginx
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -220,6 +223,14 @@ BIG_BODY = b'{"instances": [' + b",".join([orjson.dumps(PAIR)] * 300_000) + b"]}
         (b'{"instances": [{"in0": [1]}]}', "application/json; infer_max_seqlens=0,9", {}, 400, "infer_max_seqlens"),
         (orjson.dumps({"instances": [{"in0": [1] * 100_001}]}), "application/json", {}, 413, "has 100001 ids"),
         (BIG_BODY, "application/json", {}, 413, "larger than 6291456 bytes"),
+        # issue 11: ragged and nested ids, odd charsets, a line with two records
+        (b'{"instances": [{"in0": [1, [2]]}]}', "application/json", {}, 400, "found [2]"),
+        (b'{"instances": [{"in0": [[1], [1, 2]]}]}', "application/json", {}, 400, "found [1]"),
+        (b'{"instances": [{"in0": [null, [1]]}]}', "application/json", {}, 400, "found null"),
+        (b'{"instances": [{"in0": [1]}]}', "application/json; charset=undefined", {}, 415, "charset=undefined"),
+        (b'{"instances": [{"in0": [1]}]}', "application/json; charset=idna", {}, 415, "charset=idna"),
+        (b'{"in0": [1], "in1": [1]},{"in0": [2], "in1": [2]}\n', "application/jsonlines", {}, 400, "line 1 is not"),
+        (b'{"in0": [1, "\xff"]}\n', "application/jsonlines", {}, 400, "not valid UTF-8"),
     ],
     ids=lambda value: value if isinstance(value, int) else None,
 )
@@ -241,6 +252,82 @@ def test_workers_survive_bad_requests(realtime: Server) -> None:
     assert log.count("Booting worker") == workers, log
     for sign in ("WORKER TIMEOUT", "Worker exiting", "Traceback", "Internal error"):
         assert sign not in log, log
+
+
+# --- hostile transport (issue 11) ------------------------------------------------------------------
+
+
+def raw_exchange(server: Server, data: bytes) -> tuple[int, bytes]:
+    """Send bytes as they are, half-close, and return the status and body of the answer."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def chunked(body: bytes, size: int = 65536) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_an_oversized_chunked_body_is_413_never_a_truncated_200(realtime: Server) -> None:
+    """The issue's reproduction: 600,000 lines chunked used to get 524,288 answers and a 200. Long
+    lines (truncated to max_seq_len when predicting) keep the body near the limit and the work small."""
+    line = orjson.dumps({"in0": list(range(1, 1001))}) + b"\n"
+    fitting = 6 * 2**20 // len(line)  # the most lines within the 6 MiB limit
+    headers = {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"}
+    over = requests.post(f"{realtime.url}/invocations", data=chunked(line * (fitting + 1)), headers=headers, timeout=60)
+    assert over.status_code == 413, over.text[:300]
+    assert "larger than 6291456 bytes" in over.json()["error"]
+    under = requests.post(f"{realtime.url}/invocations", data=chunked(line * fitting), headers=headers, timeout=120)
+    assert under.status_code == 200
+    assert under.content.count(b"\n") == fitting
+
+
+@pytest.mark.parametrize(
+    ("chunks", "status"),
+    [(b"zz\r\n", 400), (b"5\r\nabcdefgh0\r\n\r\n", 400), (b"fffffffffffffffffffff\r\n", 400)],
+    ids=["invalid size", "missing CRLF", "huge size"],
+)
+def test_malformed_chunking_is_a_json_400(realtime: Server, chunks: bytes, status: int) -> None:
+    head = (
+        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    code, body = raw_exchange(realtime, head + chunks)
+    assert code == status
+    assert orjson.loads(body)["error"]
+
+
+def require_nginx() -> None:
+    """These properties are nginx's: skip without it, except in CI, which installs it (.ci/run)."""
+    if find_nginx() is None:
+        if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+            pytest.fail("CI=true but nginx is not installed: .ci/run installs it (apt-get install nginx)")
+        pytest.skip("nginx is not installed (apt-get install nginx-light): serve runs gunicorn alone")
+
+
+def test_hostile_http_fuzz(realtime: Server, tmp_path: Path) -> None:
+    """A short run of benchmarks/fuzz_serve.py (the README's figures come from 10,000 requests):
+    generated and raw-socket requests, each answer checked for no 5xx, a JSON error on every 4xx,
+    and one answer per record on a 200; then /ping timed while 10 clients stall mid-request (the
+    target is 2 s; 10 s here, so a busy CI machine does not fail it)."""
+    require_nginx()
+    report_file = tmp_path / "fuzz.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "fuzz_serve.py"), "--url", realtime.url, "--requests", "300"]
+    command += ["--slow-clients", "10", "--pings", "5", "--ping-target-s", "10", "--json-out", str(report_file)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    print(result.stderr[-3000:])
+    report = orjson.loads(report_file.read_bytes())
+    assert report["requests"] >= 300
+    assert report["status_5xx"] == 0 and report["silent_truncations"] == 0
+    assert report["violations"] == [], report["violations"][:5]
+    assert report["slow"]["met"], report["slow"]
+    assert result.returncode == 0
 
 
 # --- batch transform ------------------------------------------------------------------------------
@@ -328,3 +415,98 @@ def test_sigterm_while_workers_boot_stops_the_server_quickly(
             process.kill()
     elapsed = time.monotonic() - start
     assert elapsed < 10, f"took {elapsed:.1f} s:\n{log.read_text()}"
+
+
+# --- the other ways to run the server (issue 11) ---------------------------------------------------
+
+
+def tampered_model(base: Path) -> Path:
+    """The serving model with a config that claims a 3,000,000-row table the weights do not hold."""
+    bad = base.parent / f"{base.name}_tampered"
+    shutil.copytree(base, bad)
+    config_file = bad / "model" / "model_config.json"
+    config = orjson.loads(config_file.read_bytes())
+    config["hyperparameters"]["enc0_vocab_size"] = 3_000_000
+    config_file.write_bytes(orjson.dumps(config))
+    return bad
+
+
+def test_a_model_that_cannot_be_loaded_stops_serve_with_its_error(
+    serving_base_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Every worker fails: serve says why, once per worker and then for itself, and exits 1; no
+    traceback (gunicorn used to end with a HaltServer traceback), no worker restarted forever."""
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "container"), os.environ.get("PYTHONPATH")])),
+        "SAGEMAKER_BASE_DIR": str(tampered_model(serving_base_dirs["softmax"])),
+        "SAGEMAKER_BIND_TO_PORT": str(free_port()),
+        "MODEL_SERVER_WORKERS": "2",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "object2vec", "serve"], env=environment, capture_output=True, text=True, timeout=300
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 1, log
+    assert "The model cannot be served: " in log and "the config implies [3000000, 8]" in log
+    assert "serve stops: the workers could not load the model" in log
+    assert "Traceback" not in log, log
+
+
+def test_serve_without_nginx(serving_base_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """OBJECT2VEC_NGINX=off (or no nginx installed): gunicorn listens itself, says what that
+    costs, and the app still never truncates a chunked body or fails on malformed chunking."""
+    server = start_server(
+        serving_base_dirs["softmax"], tmp_path / "serve.log", OBJECT2VEC_NGINX="off", MODEL_SERVER_WORKERS="1"
+    )
+    try:
+        assert "nginx is not installed (or OBJECT2VEC_NGINX=off)" in server.log_text()
+        line = b'{"in0": [1]}\n'
+        headers = {"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"}
+        over = requests.post(f"{server.url}/invocations", data=chunked(line * 600_000), headers=headers, timeout=60)
+        assert over.status_code == 413
+        under = requests.post(f"{server.url}/invocations", data=chunked(line * 1000), headers=headers, timeout=60)
+        assert under.content.count(b"\n") == 1000
+        code, body = raw_exchange(
+            server,
+            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        )
+        assert code == 400 and orjson.loads(body)["error"]
+    finally:
+        assert stop_server(server) == 0
+
+
+def test_gunicorn_with_the_docker_config(serving_base_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """The third way, for images that start gunicorn themselves: gunicorn alone on the port."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "container"), os.environ.get("PYTHONPATH")])),
+        "SAGEMAKER_BASE_DIR": str(serving_base_dirs["softmax"]),
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "MODEL_SERVER_WORKERS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        str(ROOT / "docker" / "gunicorn.conf.py"),
+        "object2vec.serving.wsgi:app",
+    ]
+    log = tmp_path / "gunicorn.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=environment, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path)
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if requests.get(f"{server.url}/ping", timeout=2).status_code == 200:
+                    break
+            except (requests.ConnectionError, requests.Timeout):
+                time.sleep(0.2)
+        assert server.post(orjson.dumps({"instances": [PAIR]})).status_code == 200, server.log_text()
+    finally:
+        stop_server(server)

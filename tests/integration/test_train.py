@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from object2vec.model.io import load_model
 from object2vec.training.metrics import METRIC_DEFINITIONS
 
@@ -168,6 +170,26 @@ def test_sigterm_keeps_best_model_and_exits_non_zero(tmp_path: Path) -> None:
     assert failure.startswith("TrainingStopped: training stopped by SIGTERM after ")
     loaded = load_model(base / "model")
     assert loaded.info["training"]["best_epoch"] >= 0
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 1.0])
+def test_sigterm_in_the_first_second_is_not_lost(tmp_path: Path, delay: float) -> None:
+    """As the image starts `train`: SIGTERM and SIGINT blocked (docker/program/train). A signal
+    during the interpreter's start or the imports waits, and stops the job as soon as the
+    handlers exist. (Outside the image this process is not PID 1, so without the block the
+    signal would kill it before the handlers exist, with no failure file: this test tells. The
+    first delay is past the millisecond `env` takes to block the signals.)"""
+    base = make_opt_ml(tmp_path, sample_hyperparameters())
+    env = {**os.environ, "SAGEMAKER_BASE_DIR": str(base), "PYTHONPATH": str(ROOT / "container")}
+    command = ["env", "--block-signal=TERM,INT", sys.executable, "-m", "object2vec", "train"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 143, output
+    assert (base / "output" / "failure").read_text().startswith("TrainingStopped: training stopped by SIGTERM")
+    assert "Traceback" not in output
+    assert not (base / "output" / "success").exists()
 
 
 def test_missing_opt_ml_is_explained(tmp_path: Path) -> None:

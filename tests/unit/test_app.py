@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -7,6 +8,8 @@ import orjson
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMoreData
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from object2vec.serving.app import create_app
 from object2vec.serving.predictor import Predictor
@@ -111,6 +114,65 @@ def test_body_too_large_is_413(predictor: Predictor) -> None:
     assert response.status_code == 413
     assert "larger than 1000 bytes" in orjson.loads(response.data)["error"]
     assert invoke(client, orjson.dumps({"instances": [PAIR]})).status_code == 200
+
+
+def test_chunked_body_is_never_truncated(predictor: Predictor) -> None:
+    """A body without Content-Length (chunked) is read to one byte past the limit: exactly at the
+    limit it is answered, one byte over it is a 413, never a 200 for the part that fitted."""
+    line = orjson.dumps({"in0": [1]}) + b"\n"
+    body = line * 100
+    client = make_client(predictor, max_body_bytes=len(body))
+    chunked = {
+        "Content-Type": "application/jsonlines",
+        "Accept": "application/jsonlines",
+        "Transfer-Encoding": "chunked",
+    }
+    response = client.post("/invocations", input_stream=io.BytesIO(body), headers=chunked)
+    assert response.status_code == 200
+    assert len(response.data.splitlines()) == 100
+    response = client.post("/invocations", input_stream=io.BytesIO(body + line), headers=chunked)
+    assert response.status_code == 413, response.data
+    assert "larger than" in orjson.loads(response.data)["error"]
+
+
+def post_raw(predictor: Predictor, stream: Any, headers: dict[str, str]) -> tuple[int, Any]:
+    """POST /invocations with the WSGI input stream and headers exactly as given (the test client
+    would fix Content-Length up): what gunicorn hands the app for a chunked or cut-short body."""
+    environ = EnvironBuilder(path="/invocations", method="POST", headers=headers).get_environ()
+    environ["wsgi.input"] = stream
+    if "Content-Length" in headers:
+        environ["CONTENT_LENGTH"] = headers["Content-Length"]
+    body, status, _ = run_wsgi_app(create_app(predictor, ServingConfig()), environ, buffered=True)
+    return int(status.split()[0]), orjson.loads(b"".join(body))
+
+
+class FailingStream:
+    """A body gunicorn cannot read: malformed chunking, a client gone, a read timeout."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def read(self, size: int = -1) -> bytes:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(InvalidChunkSize(b"zz"), 400), (ChunkMissingTerminator(b"xx"), 400), (NoMoreData(), 400), (TimeoutError(), 408)],
+)
+def test_unreadable_body_is_4xx(predictor: Predictor, error: Exception, status: int) -> None:
+    chunked = {"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+    code, answer = post_raw(predictor, FailingStream(error), chunked)
+    assert code == status
+    assert answer["error"]
+
+
+def test_body_shorter_than_content_length_is_400(predictor: Predictor) -> None:
+    body = orjson.dumps({"instances": [PAIR]})
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+    code, answer = post_raw(predictor, io.BytesIO(body[:-5]), headers)
+    assert code == 400
+    assert f"of the {len(body)} bytes" in answer["error"]
 
 
 def test_too_many_instances_is_413(serving_base_dirs: dict[str, Path]) -> None:
@@ -220,6 +282,7 @@ def test_serving_config_bounds() -> None:
         ({"MODEL_SERVER_WORKERS": "3"}, 8, 3, 2),
         ({"SAGEMAKER_MODEL_SERVER_WORKERS": "4"}, 8, 4, 2),
         ({"MODEL_SERVER_WORKERS": "zero"}, 4, 4, 1),
+        ({"MODEL_SERVER_WORKERS": "2", "OBJECT2VEC_THREADS": "3"}, 8, 2, 3),  # the training override too
     ],
 )
 def test_server_workers_and_threads(env: dict[str, str], cores: int, workers: int, threads: int) -> None:
@@ -243,3 +306,69 @@ def test_gunicorn_options() -> None:
     assert options["timeout"] == 60
     assert options["graceful_timeout"] < 30  # inside SageMaker's SIGTERM -> SIGKILL window
     assert options["preload_app"] is False
+
+
+# ---- retrieval (top_k) -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def retrieval_app(retrieval_model_dir: Any, retrieval_catalogue: Any, tmp_path: Path) -> tuple[Predictor, Any]:
+    from object2vec.retrieval.cli import run as run_index
+    from object2vec.retrieval.retriever import Retriever
+
+    model_dir = retrieval_model_dir()
+    catalogue = tmp_path / "catalogue.jsonl"
+    catalogue.write_text("".join(orjson.dumps(item).decode() + "\n" for item in retrieval_catalogue(200)))
+    run_index(model_dir, [catalogue], [])
+    predictor = Predictor.load(model_dir, device="cpu")
+    return predictor, Retriever.load(model_dir, predictor)
+
+
+def test_top_k_from_accept_answers_neighbours(retrieval_app: tuple[Predictor, Any]) -> None:
+    from object2vec.retrieval.protocol import RetrievalParams
+
+    predictor, retriever = retrieval_app
+    client = create_app(predictor, ServingConfig(), retriever).test_client()
+    body = orjson.dumps({"instances": [{"in0": [1, 2]}, {"in0": [3]}]})
+    response = invoke(client, body, Accept="application/json; top_k=4")
+    assert response.status_code == 200 and response.mimetype == "application/json", response.data
+    predictions = orjson.loads(response.data)["predictions"]
+    expected = retriever.neighbors([{"in0": [1, 2]}, {"in0": [3]}], RetrievalParams(top_k=4))
+    for prediction, rows in zip(predictions, expected.rows, strict=True):
+        assert [n["id"] for n in prediction["neighbors"]] == [f"c{row}" for row in rows.tolist()]
+
+
+def test_top_k_from_custom_attributes_in_batch_transform_jsonlines(retrieval_app: tuple[Predictor, Any]) -> None:
+    predictor, retriever = retrieval_app
+    client = create_app(predictor, ServingConfig(batch=True), retriever).test_client()
+    body = b'{"in0": [1]}\n\n{"in0": [2, 3]}\n{"in0": [4]}\n'
+    response = invoke(
+        client, body, "application/jsonlines", **{"X-Amzn-SageMaker-Custom-Attributes": "top_k=3,top_n=200"}
+    )
+    assert response.status_code == 200 and response.mimetype == "application/jsonlines", response.data
+    lines = [orjson.loads(line) for line in response.data.splitlines()]
+    assert len(lines) == 3 and all(len(line["neighbors"]) == 3 for line in lines)  # one per record
+
+
+def test_without_top_k_answers_are_unchanged_by_an_index(retrieval_app: tuple[Predictor, Any]) -> None:
+    predictor, retriever = retrieval_app
+    body = orjson.dumps({"instances": [{"in0": [1, 2]}, {"in0": [3]}]})
+    plain = invoke(create_app(predictor, ServingConfig()).test_client(), body)
+    with_index = invoke(create_app(predictor, ServingConfig(), retriever).test_client(), body)
+    assert with_index.status_code == 200 and with_index.data == plain.data
+
+
+def test_top_k_errors_are_json_400s(retrieval_app: tuple[Predictor, Any], client: FlaskClient) -> None:
+    predictor, retriever = retrieval_app
+    with_index = create_app(predictor, ServingConfig(), retriever).test_client()
+    body = orjson.dumps({"instances": [{"in0": [1]}]})
+    for app_client, headers, needle in (
+        (client, {"Accept": "application/json; top_k=3"}, "has no retrieval index"),
+        (with_index, {"Accept": "application/json; top_k=0"}, "top_k=0 (Accept) is not valid"),
+        (with_index, {"X-Amzn-SageMaker-Custom-Attributes": "top_k=201"}, "larger than the catalogue of 200"),
+    ):
+        response = invoke(app_client, body, **headers)
+        assert response.status_code == 400 and needle in orjson.loads(response.data)["error"], response.data
+    pairs = orjson.dumps({"instances": [{"in0": [1], "in1": [2]}]})
+    response = invoke(with_index, pairs, Accept="application/json; top_k=3")
+    assert response.status_code == 400 and "not pairs" in orjson.loads(response.data)["error"]

@@ -91,6 +91,8 @@ def test_changed_hyperparameters_make_a_checkpoint_unusable() -> None:
     saved = {"enc_dim": 8, "epochs": 5, "_num_gpus": "auto"}
     assert compatible(saved, {"enc_dim": 8, "epochs": 9, "_num_gpus": 2}) == []
     assert compatible(saved, {"enc_dim": 16, "epochs": 5}) == ["enc_dim"]
+    # The retrieval_* hyperparameters only shape the index built after training.
+    assert compatible(saved, {**saved, "retrieval_top_n": 300, "retrieval_index": "ivf"}) == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,9 +108,24 @@ def test_dispatch_passes_the_remaining_arguments(monkeypatch: pytest.MonkeyPatch
     assert calls == [["--a", "b"]]
 
 
+def end_without_exiting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """exit_ ends the process with os._exit after the atexit functions: raise instead (and keep
+    pytest's own atexit functions for pytest); returns the calls made."""
+    calls: list[str] = []
+
+    def os_exit(code: int) -> None:
+        calls.append("os._exit")
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli.os, "_exit", os_exit)
+    monkeypatch.setattr(cli.atexit, "_run_exitfuncs", lambda: calls.append("atexit"))
+    return calls
+
+
 def test_main_entry_exits_with_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["object2vec", "train"])
     monkeypatch.setattr("object2vec.cli.train_main", lambda argv: 3)
+    end_without_exiting(monkeypatch)
     with pytest.raises(SystemExit) as info:
         cli.main_entry()
     assert info.value.code == 3
@@ -163,6 +182,56 @@ def test_other_failures(base: Path, job: dict[str, Any], error: Exception, prefi
         assert "Traceback (most recent call last):" in failure  # details after the message
 
 
+def test_a_read_only_output_after_success_is_a_warning(
+    base: Path, job: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    base.mkdir()
+    (base / "output").write_text("not a folder")  # what root cannot write either
+    assert cli.train_main([]) == 0
+    assert "the model is complete" in capsys.readouterr().out
+
+
+def test_a_signal_before_the_job_starts_stops_it_at_once(
+    base: Path, job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's `train` starts Python with SIGTERM blocked: a StopTrainingJob in the first
+    moments waits, and ends the process as soon as the handlers exist, during the imports, with
+    the failure file written (os._exit: no exception through a library's import)."""
+
+    def exit_(code: int) -> None:
+        raise SystemExit(code)  # instead of ending pytest
+
+    monkeypatch.setattr(cli.os, "_exit", exit_)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    try:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+        with pytest.raises(SystemExit) as exit_info:
+            cli.train_main([])
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    assert exit_info.value.code == cli.EXIT_STOPPED
+    assert job["calls"] == 0
+    failure = (base / "output" / "failure").read_text()
+    assert failure == "TrainingStopped: training stopped by SIGTERM before it started\n"
+
+
+def test_a_signal_while_the_job_finishes_stops_it(
+    base: Path, job: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during the last deferred steps (test metrics, saving): the model is complete, but
+    the job was asked to stop: exit 143, not success."""
+
+    def run_training(_env: Any, stop: Any) -> None:
+        with stop.deferred():
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+    monkeypatch.setattr("object2vec.training.job.run_training", run_training)
+    (base / "output").mkdir(parents=True)
+    assert cli.train_main([]) == cli.EXIT_STOPPED
+    assert "as it finished; the complete model was saved" in (base / "output" / "failure").read_text()
+    assert not (base / "output" / "success").exists()
+
+
 def test_exit_codes() -> None:
     assert (cli.EXIT_CLIENT_ERROR, cli.EXIT_ALGORITHM_ERROR, cli.EXIT_STOPPED) == (1, 2, 143)
 
@@ -193,3 +262,20 @@ def test_logging_goes_to_stdout_in_the_builtin_style(
     cli.train_main([])
     line = next(x for x in capsys.readouterr().out.splitlines() if "Reporting training FAILURE" in x)
     assert line.startswith("[") and " ERROR object2vec.cli] Reporting training FAILURE: ClientError: bad" in line
+
+
+def test_exit_runs_the_atexit_functions_and_skips_the_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = end_without_exiting(monkeypatch)
+    monkeypatch.setattr(cli.gc, "freeze", lambda: calls.append("freeze"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.exit_(143)
+    assert exit_info.value.code == 143 and calls == ["freeze", "atexit", "os._exit"]
+
+
+def test_a_finished_command_leaves_at_once_with_its_output_flushed(tmp_path: Path) -> None:
+    # python -m object2vec ends through exit_: the exit code and everything printed arrive.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "container")}
+    result = subprocess.run(
+        [sys.executable, "-m", "object2vec", "nonsense"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "unknown command 'nonsense'" in result.stderr

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from object2vec.errors import RequestError
 from object2vec.serving.codec import (
@@ -234,3 +237,155 @@ def test_default_output_has_only_documented_keys_and_verbose_adds_label() -> Non
 def test_verbose_embeddings_have_no_label() -> None:
     body = encode_response(EMBEDDINGS, OutputFormat(JSONLINES, True))
     assert all(set(orjson.loads(line)) == {"embeddings"} for line in body.splitlines())
+
+
+# --- hostile input: every problem is a 4xx RequestError, never another exception ----------------
+
+
+@pytest.mark.parametrize(
+    ("charset", "status"),
+    [
+        ("undefined", 415),  # a codec that always raises UnicodeError
+        ("idna", 415),  # host names, not a body charset
+        ("punycode", 415),
+        ("unicode_escape", 415),
+        ("base64", 415),  # a binary codec
+        ("zlib", 415),
+        ("utf-8\x00", 415),  # a NUL in the name
+        ("utf-16", 400),  # an odd number of bytes
+    ],
+)
+def test_charsets_that_are_not_charsets(charset: str, status: int) -> None:
+    with pytest.raises(RequestError) as excinfo:
+        decode_request(b'{"instances": [{"in0": [1]}]}', f"application/json; charset={charset}")
+    assert status_of(excinfo) == status
+
+
+def test_latin1_is_transcoded_and_a_utf8_bom_tolerated() -> None:
+    body = '{"instances": [{"in0": [1], "name": "é"}]}'
+    assert decode_request(body.encode("latin-1"), "application/json; charset=latin-1").instances[0]["name"] == "é"
+    assert decode_request(b"\xef\xbb\xbf" + body.encode(), JSON).instances[0]["name"] == "é"
+    assert decode_request(b'\xef\xbb\xbf{"in0": [1]}\n', JSONLINES).instances == [{"in0": [1]}]
+
+
+@pytest.mark.parametrize("media_type", [JSON, JSONLINES])
+def test_invalid_utf8_is_said_as_such(media_type: str) -> None:
+    body = b'{"in0": [1]}\n{"in0": [1, "\xff"]}\n' if media_type == JSONLINES else b'{"instances": ["\xff"]}'
+    with pytest.raises(RequestError, match="not valid UTF-8 \\(byte 0xff at offset") as excinfo:
+        decode_request(body, media_type)
+    assert "surrogates" not in excinfo.value.message
+
+
+def test_jsonlines_error_has_one_position() -> None:
+    with pytest.raises(RequestError) as excinfo:
+        decode_request(b'{"in0": [1]}\n{"in0": }\n', JSONLINES)
+    assert excinfo.value.message == "line 2 is not valid JSON: unexpected character, expected a JSON value at column 9"
+
+
+@pytest.mark.parametrize(
+    ("body", "line"),
+    [
+        # The issue's cases: two records on one line, and a record over two lines, in one body whose
+        # value count equals its line count (joining the lines into one array would accept it).
+        (b'{"in0": [1], "in1": [1]}, {"in0": [2], "in1": [2]}\n{"in0": [3], "x": [[\n]]}\n', 1),
+        (b'{"in0": [1], "x": [[\n]]}\n{"in0": [1]}, {"in0": [2]}\n', 1),
+        (b'{"in0": [1]}\n[1], [2]\n', 2),
+        (b'{"in0": [1]}\n{"in0": [1]}{"in0": [2]}\n', 2),
+    ],
+)
+def test_jsonlines_line_must_be_exactly_one_value(body: bytes, line: int) -> None:
+    with pytest.raises(RequestError, match=f"^line {line} is not valid JSON") as excinfo:
+        decode_request(body, JSONLINES)
+    assert status_of(excinfo) == 400
+
+
+def test_verbose_output_writes_float32_digits() -> None:
+    """float32(0.0021794848144054413) is 0.0021794848 in its shortest float32 form; the float64
+    of the same number has 20 digits."""
+    values = np.array([[0.0021794848144054413, 0.9978205151855946]], dtype=np.float32)
+    prediction = Prediction("scores", values, labels=np.array([1]))
+    for media_type in (JSON, JSONLINES):
+        body = encode_response(prediction, OutputFormat(media_type, verbose=True))
+        assert b"0.0021794848," in body and b"0.0021794848144" not in body
+        assert encode_response(prediction, OutputFormat(media_type)).count(b"0.0021794848,") == 1
+
+
+# --- properties (hypothesis) -------------------------------------------------------------------
+
+PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+)
+records = st.dictionaries(st.sampled_from(["in0", "in1", "label", "x"]), json_values, max_size=4)
+content_types = st.sampled_from(
+    [JSON, JSONLINES, "application/jsonl", "text/csv", "", "application/json; charset=latin-1"]
+) | st.text(max_size=40)
+
+
+@PROPERTY_SETTINGS
+@given(body=st.binary(max_size=300), content_type=content_types)
+def test_any_bytes_decode_or_raise_a_4xx(body: bytes, content_type: str) -> None:
+    try:
+        decoded = decode_request(body, content_type)
+    except RequestError as err:
+        assert 400 <= err.status_code < 500 and err.message
+        return
+    assert isinstance(decoded.instances, list)
+
+
+@PROPERTY_SETTINGS
+@given(body=st.lists(st.binary(max_size=40) | st.sampled_from([b"{", b"}", b"[", b"]", b",", b"\n"]), max_size=30))
+def test_jsonlines_answers_one_instance_per_nonblank_line(body: list[bytes]) -> None:
+    """The batch-transform invariant: never more or fewer records than non-blank lines."""
+    data = b"".join(body)
+    try:
+        instances = decode_request(data, JSONLINES).instances
+    except RequestError as err:
+        assert err.status_code in (400, 415)
+        return
+    assert len(instances) == sum(1 for line in data.splitlines() if line.strip())
+
+
+@PROPERTY_SETTINGS
+@given(values=st.lists(records, max_size=8), blank=st.lists(st.sampled_from([b"", b"  ", b"\r"]), max_size=3))
+def test_jsonlines_round_trip(values: list[dict[str, Any]], blank: list[bytes]) -> None:
+    lines = [orjson.dumps(value) for value in values]
+    body = b"\n".join(blank + lines + blank) + b"\n"
+    assert decode_request(body, JSONLINES).instances == values
+    assert decode_request(orjson.dumps({"instances": values}), JSON).instances == values
+
+
+@PROPERTY_SETTINGS
+@given(
+    rows=st.integers(0, 6),
+    columns=st.integers(1, 5),
+    data=st.data(),
+    media_type=st.sampled_from([JSON, JSONLINES]),
+    verbose=st.booleans(),
+)
+def test_encoding_round_trips_float32(
+    rows: int, columns: int, data: st.DataObject, media_type: str, verbose: bool
+) -> None:
+    floats = st.floats(width=32, allow_nan=False, allow_infinity=False)
+    values = np.array(
+        data.draw(st.lists(st.lists(floats, min_size=columns, max_size=columns), min_size=rows, max_size=rows)),
+        dtype=np.float32,
+    ).reshape(rows, columns)
+    prediction = Prediction("scores", values, labels=values.argmax(axis=1) if rows else None)
+    body = encode_response(prediction, OutputFormat(media_type, verbose))
+    if media_type == JSON:
+        records_out = orjson.loads(body)["predictions"]
+    else:
+        records_out = [orjson.loads(line) for line in body.splitlines()]
+    assert len(records_out) == rows
+    decoded = np.array([record["scores"] for record in records_out], dtype=np.float32).reshape(rows, columns)
+    assert np.array_equal(decoded, values)

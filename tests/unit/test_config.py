@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from object2vec.config import Hyperparameters, valid_keys
+from object2vec.config import FREEZE_ALL, Hyperparameters, valid_keys
 from object2vec.errors import ClientError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hyperparameters"
@@ -181,3 +181,124 @@ def test_every_documented_name_is_valid() -> None:
         "_tuning_objective_metric",
     ]  # fmt: skip
     assert set(documented) <= set(valid_keys())
+
+
+# ---------------------------------------------------------------------------------------------
+# The transformer encoder (an extension beyond the original list)
+
+TRANSFORMER = {**REQUIRED, "enc0_network": "transformer", "enc0_pretrained_model": "all-MiniLM-L6-v2"}
+
+
+def test_transformer_settings_and_their_defaults() -> None:
+    hp = Hyperparameters.from_dict(TRANSFORMER)
+    assert hp.enc0.is_transformer and hp.enc1.is_transformer  # enc1_network=enc0 copies the settings
+    assert hp.enc0.pretrained_model == "all-MiniLM-L6-v2" and hp.enc0.freeze_layers == 0
+    assert hp.transformer_learning_rate_multiplier == 0.1 and hp.transformer_warmup_steps == 0
+    hp = Hyperparameters.from_dict(
+        {
+            **TRANSFORMER,
+            "enc0_freeze_layers": "all",
+            "transformer_learning_rate_multiplier": "0.05",
+            "transformer_warmup_steps": "100",
+            "tied_token_embedding_weight": "True",
+        }
+    )
+    assert hp.enc0.freeze_layers == FREEZE_ALL and hp.tied_token_embedding_weight
+    assert (hp.transformer_learning_rate_multiplier, hp.transformer_warmup_steps) == (0.05, 100)
+    assert Hyperparameters.from_dict({**TRANSFORMER, "enc0_freeze_layers": "3"}).enc0.freeze_layers == 3
+
+
+def test_transformer_settings_round_trip_through_to_dict() -> None:
+    hp = Hyperparameters.from_dict({**TRANSFORMER, "enc0_freeze_layers": "all", "transformer_warmup_steps": "7"})
+    written = hp.to_dict()
+    assert written["enc0_freeze_layers"] == "all" and written["enc0_pretrained_model"] == "all-MiniLM-L6-v2"
+    assert Hyperparameters.from_dict(written) == dataclasses.replace(hp, enc1_network="transformer")
+    plain = Hyperparameters.from_dict(REQUIRED)  # the transformer keys' defaults re-parse without complaint
+    assert Hyperparameters.from_dict(plain.to_dict()).enc0 == plain.enc0
+
+
+def test_retrieval_hyperparameters_defaults_auto_and_round_trip() -> None:
+    hp = Hyperparameters.from_dict(REQUIRED)
+    assert (hp.retrieval_index, hp.retrieval_exact_max, hp.retrieval_top_n) == ("auto", 50_000, 100)
+    assert hp.retrieval_ivf_nlist is None and hp.retrieval_ivf_nprobe is None and hp.retrieval_score_class is None
+    assert hp.to_dict()["retrieval_ivf_nlist"] == "auto" and hp.to_dict()["retrieval_score_class"] == "auto"
+    given = Hyperparameters.from_dict(
+        {**REQUIRED, "retrieval_index": "IVF", "retrieval_ivf_nlist": "64", "retrieval_ivf_nprobe": "8",
+         "retrieval_top_n": "250", "retrieval_score_class": "0", "retrieval_exact_max": "0"}
+    )  # fmt: skip
+    assert (given.retrieval_index, given.retrieval_ivf_nlist, given.retrieval_ivf_nprobe) == ("ivf", 64, 8)
+    assert (given.retrieval_top_n, given.retrieval_score_class, given.retrieval_exact_max) == (250, 0, 0)
+    assert dataclasses.replace(Hyperparameters.from_dict(given.to_dict()), enc1_network="enc0") == given
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"enc0_pretrained_model": ""}, "enc0_network=transformer needs enc0_pretrained_model"),
+        ({"enc0_pretrained_model": "../minilm"}, "is not a plain folder name"),
+        ({"enc0_pretrained_model": "a/b"}, "is not a plain folder name"),
+        ({"enc0_freeze_layers": "some"}, "enc0_freeze_layers=some must be an integer or all"),
+        ({"enc0_freeze_layers": "65"}, "is out of range: must be an integer 0 <= x <= 64 or all"),
+        ({"enc0_vocab_file": "vocab.json"}, "enc0_vocab_file does not apply to enc0_network=transformer"),
+        ({"token_embedding_storage_type": "row_sparse"}, "row_sparse does not apply to a transformer encoder"),
+        ({"transformer_learning_rate_multiplier": "-1"}, "transformer_learning_rate_multiplier=-1 is out of range"),
+        (
+            {
+                "tied_token_embedding_weight": "true",
+                "enc1_network": "hcnn",
+                "enc1_max_seq_len": "5",
+                "enc1_vocab_size": "100",
+            },
+            "both encoders must be transformers of the same pretrained_model, but they are: enc0 transformer "
+            "all-MiniLM-L6-v2, enc1 hcnn",
+        ),
+        (
+            {
+                "tied_token_embedding_weight": "true",
+                "enc1_network": "transformer",
+                "enc1_pretrained_model": "other",
+                "enc1_max_seq_len": "5",
+                "enc1_vocab_size": "100",
+            },
+            "enc1 transformer other",
+        ),
+    ],
+)
+def test_invalid_transformer_settings(extra: dict[str, str], expected: str) -> None:
+    with pytest.raises(ClientError) as err:
+        Hyperparameters.from_dict({**TRANSFORMER, **extra})
+    assert expected in str(err.value)
+
+
+def test_transformer_keys_on_other_networks_are_problems(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ClientError) as err:
+        Hyperparameters.from_dict({**REQUIRED, "enc0_pretrained_model": "m", "enc0_freeze_layers": "2"})
+    assert "enc0_pretrained_model applies to enc0_network=transformer only, not hcnn" in str(err.value)
+    assert "enc0_freeze_layers applies to enc0_network=transformer only" in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="object2vec.config"):
+        Hyperparameters.from_dict({**REQUIRED, "transformer_warmup_steps": "10"})
+    assert "transformer_warmup_steps is ignored: no encoder is a transformer" in caplog.text
+
+
+def test_a_transformer_beside_another_encoder() -> None:
+    hp = Hyperparameters.from_dict(
+        {**TRANSFORMER, "enc1_network": "pooled_embedding", "enc1_max_seq_len": "1", "enc1_vocab_size": "40"}
+    )
+    assert hp.enc0.is_transformer and not hp.enc1.is_transformer and hp.enc1.pretrained_model == ""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"retrieval_index": "hnsw"}, "retrieval_index=hnsw is not valid: allowed values are auto, exact, ivf"),
+        ({"retrieval_top_n": "0"}, "retrieval_top_n=0 is out of range: must be an integer 1 <= x <= 10000"),
+        ({"retrieval_ivf_nlist": "10", "retrieval_ivf_nprobe": "11"}, "retrieval_ivf_nprobe=11 is larger than"),
+        ({"retrieval_score_class": "2"}, "retrieval_score_class=2 is not a class of this model: use 0..1"),
+        ({"retrieval_score_class": "0", "output_layer": "mean_squared_error"}, "applies to output_layer=softmax only"),
+        ({"retrieval_ivf_nprobe": "none"}, "retrieval_ivf_nprobe=none must be an integer or auto"),
+    ],
+)
+def test_invalid_retrieval_hyperparameters(extra: dict[str, str], expected: str) -> None:
+    with pytest.raises(ClientError) as err:
+        Hyperparameters.from_dict({**REQUIRED, **extra})
+    assert expected in str(err.value)

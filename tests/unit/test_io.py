@@ -6,6 +6,8 @@ import json
 import os
 import stat
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,15 @@ from typing import Any
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from object2vec import __version__
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
 from object2vec.model.io import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, load_model, save_model
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.model.transformer import TransformerSpec
 
 BASE: dict[str, Any] = {
     "enc0_network": "pooled_embedding",
@@ -59,11 +64,14 @@ def make_model(**changes: Any) -> Object2VecModel:
     return model.eval()
 
 
-def inputs(model: Object2VecModel) -> tuple[torch.Tensor, ...]:
+def inputs(model: Object2VecModel) -> tuple[Tokens, Tokens]:
     generator = torch.Generator().manual_seed(1)
-    in0 = torch.randint(0, model.hp.enc0.vocab_size, (3, 6), generator=generator)
-    in1 = torch.randint(0, model.hp.enc1.vocab_size, (3, 4), generator=generator)
-    return in0, torch.tensor([6, 2, 0]), in1, torch.tensor([1, 4, 3])
+    in0 = torch.randint(0, model.hp.enc0.vocab_size, (3, 6), generator=generator).tolist()
+    in1 = torch.randint(0, model.hp.enc1.vocab_size, (3, 4), generator=generator).tolist()
+    return (
+        Tokens.from_lists([row[:length] for row, length in zip(in0, [6, 2, 0], strict=True)]),
+        Tokens.from_lists([row[:length] for row, length in zip(in1, [1, 4, 3], strict=True)]),
+    )
 
 
 @pytest.fixture
@@ -93,8 +101,8 @@ def test_save_reload_allclose(tmp_path: Path, variant: str) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded.model.predict(*inputs(model)), model.predict(*inputs(model)))
         for index in (0, 1):
-            x = inputs(model)[2 * index : 2 * index + 2]
-            torch.testing.assert_close(loaded.model.encode(index, *x), model.encode(index, *x))
+            x = inputs(model)[index]
+            torch.testing.assert_close(loaded.model.encode(index, x), model.encode(index, x))
     expected = model.state_dict()
     for name, tensor in loaded.model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
@@ -236,3 +244,162 @@ def test_config_without_hyperparameters(saved: Path, text: str) -> None:
     (saved / CONFIG_FILE).write_text(text)
     with pytest.raises(ClientError):
         load_model(saved)
+
+
+# --- tampered files: refused from the safetensors header, before anything is allocated ----------
+
+
+def test_a_config_claiming_a_huge_vocabulary_is_refused_from_the_header(saved: Path) -> None:
+    edit_config(saved, hyperparameters={"enc0_vocab_size": 3_000_000, "enc0_token_embedding_dim": 100})
+    with pytest.raises(ClientError, match=r"encoders.0.embedding.weight has shape \[25, 4\], the config implies "):
+        load_model(saved)
+
+
+def test_the_largest_config_is_refused_without_allocating_it(saved: Path, tmp_path: Path) -> None:
+    """Both tables at the largest sizes the parser allows (3,000,000 x 1000 float32: 12 GB each).
+    In a child process whose data segment may grow by only 512 MiB, so that if the model were
+    built before the check the test fails with an allocation error instead of taking the
+    machine's memory."""
+    edit_config(
+        saved,
+        hyperparameters={
+            "enc0_vocab_size": 3_000_000,
+            "enc0_token_embedding_dim": 1000,
+            "enc1_network": "pooled_embedding",
+            "enc1_vocab_size": 3_000_000,
+            "enc1_token_embedding_dim": 1000,
+            "enc1_max_seq_len": 6,
+        },
+    )
+    script = f"""
+import resource, sys
+import torch
+from object2vec.errors import ClientError
+from object2vec.model.io import load_model
+with open("/proc/self/status") as status:
+    data_kib = next(int(line.split()[1]) for line in status if line.startswith("VmData:"))
+limit = (data_kib << 10) + (512 << 20)
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+try:
+    load_model(__import__("pathlib").Path({str(saved)!r}))
+except ClientError as err:
+    print("ClientError:", err)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "container"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ClientError:" in result.stdout and "[3000000, 1000]" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda tensors: {k: v.half() for k, v in tensors.items()}, "is F16, this release reads F32"),
+        (lambda tensors: {**tensors, "extra.weight": torch.zeros(2)}, "extra.weight is not part of this model"),
+        (
+            lambda tensors: {k: v for k, v in tensors.items() if k != "mlp.0.bias"},
+            "mlp.0.bias is missing",
+        ),
+        (
+            lambda tensors: {**tensors, "mlp.0.bias": torch.zeros(7)},
+            r"mlp.0.bias has shape \[7\], the config implies \[5\]",
+        ),
+    ],
+    ids=["float16", "extra", "missing", "shape"],
+)
+def test_weights_that_differ_from_the_config_are_named(saved: Path, edit: Any, message: str) -> None:
+    path = saved / WEIGHTS_FILE
+    save_file(edit(load_file(str(path))), str(path), metadata={"format": "pt"})
+    with pytest.raises(ClientError, match=message):
+        load_model(saved)
+
+
+def test_a_header_that_claims_more_than_the_file_holds(saved: Path) -> None:
+    path = saved / WEIGHTS_FILE
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    name = next(key for key in header if key != "__metadata__")
+    header[name]["shape"] = [3_000_000, 100]
+    header[name]["data_offsets"][1] = header[name]["data_offsets"][0] + 3_000_000 * 100 * 4
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data[8 + size :])
+    with pytest.raises(ClientError, match="is not a safetensors file that `train` wrote"):
+        load_model(saved)
+
+
+def test_deeply_nested_config_is_a_client_error(saved: Path) -> None:
+    nested: Any = 1
+    for _ in range(800):
+        nested = [nested]
+    edit_config(saved, hyperparameters={"enc_dim": nested})
+    with pytest.raises(ClientError):
+        load_model(saved)
+    (saved / CONFIG_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ClientError, match="nests values too deeply"):
+        load_model(saved)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformer encoders: the architecture travels in model_config.json, so serving needs no checkpoint.
+
+SPEC = TransformerSpec(vocab_size=25, hidden_size=8, layers=2, heads=2, intermediate_size=12, max_positions=6,
+                       type_vocab_size=2, pooling="cls", normalize=True)  # fmt: skip
+
+
+def transformer_model(**changes: Any) -> Object2VecModel:
+    torch.manual_seed(0)
+    hp = Hyperparameters.from_dict({**BASE, "enc0_network": "transformer", "enc0_pretrained_model": "t", **changes})
+    model = Object2VecModel(hp, {0: SPEC, 1: SPEC})
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("tied", ["false", "true"])
+def test_transformer_model_round_trips_without_its_checkpoint(tmp_path: Path, tied: str) -> None:
+    model = transformer_model(tied_token_embedding_weight=tied, enc0_freeze_layers="1")
+    save_model(model, tmp_path / "model")
+    config = json.loads((tmp_path / "model" / CONFIG_FILE).read_text())
+    assert config["transformers"] == {"enc0": SPEC.to_dict(), "enc1": SPEC.to_dict()}
+    loaded = load_model(tmp_path / "model").model
+    assert loaded.transformer_specs == {0: SPEC, 1: SPEC}
+    assert loaded.siamese == (tied == "true")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.predict(*inputs(model)), model.predict(*inputs(model)))
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, model.state_dict()[name]), name
+
+
+def test_models_without_transformers_write_no_architecture(saved: Path) -> None:
+    assert "transformers" not in json.loads((saved / CONFIG_FILE).read_text())
+
+
+@pytest.mark.parametrize(
+    ("transformers", "message"),
+    [
+        ({"enc0": {**SPEC.to_dict(), "hidden_size": 10**7}}, "hidden_size=10000000 must be an integer"),
+        # the weights hold 2 layers
+        ({f"enc{i}": {**SPEC.to_dict(), "layers": 3} for i in (0, 1)}, f"{WEIGHTS_FILE} does not match"),
+        ({"enc0": {**SPEC.to_dict(), "extra": 1}}, "unknown keys \\['extra'\\]"),
+        ({"enc2": SPEC.to_dict()}, "must be an object with keys enc0 and/or enc1"),
+        ({}, "network=transformer, but no transformer architecture"),
+    ],
+)
+def test_a_tampered_transformer_architecture_is_refused(tmp_path: Path, transformers: dict, message: str) -> None:
+    save_model(transformer_model(tied_token_embedding_weight="true"), tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["transformers"] = transformers
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ClientError, match=message):
+        load_model(tmp_path)
+
+
+def test_a_max_seq_len_beyond_the_positions_is_refused_on_load(tmp_path: Path) -> None:
+    save_model(transformer_model(), tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    config["hyperparameters"]["enc1_max_seq_len"] = 7
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ClientError, match="enc1_max_seq_len=7 is more than the max_position_embeddings 6"):
+        load_model(tmp_path)

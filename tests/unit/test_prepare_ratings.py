@@ -45,7 +45,7 @@ def test_recbole_inter_file_matches_golden(tmp_path: Path, capsys: pytest.Captur
         "enc1_max_seq_len": 1,
         "output_layer": "mean_squared_error",
     }
-    assert report["outputs"] == {"train.jsonl": 24, "test.jsonl": 6}
+    assert report["outputs"] == {"train.jsonl": 24, "test.jsonl": 6, "candidates.jsonl": 10}
     expected = (FIXTURES / "expected" / "ratings_test.jsonl").read_text()
     assert (tmp_path / "test.jsonl").read_text() == expected
     assert not (tmp_path / "validation.jsonl").exists()
@@ -138,7 +138,7 @@ def test_per_user_split_holds_out_the_latest(tmp_path: Path, capsys: pytest.Capt
     path = tmp_path / "r.csv"
     path.write_text("\n".join(rows) + "\n")
     report = prepare(capsys, path, "--output-dir", tmp_path / "o", "--split", "per-user", "--validation-per-user", 1)
-    assert report["outputs"] == {"train.jsonl": 5, "validation.jsonl": 2, "test.jsonl": 2}
+    assert report["outputs"] == {"train.jsonl": 5, "validation.jsonl": 2, "test.jsonl": 2, "candidates.jsonl": 6}
     test = sorted((r["in0"][0], r["in1"][0]) for r in records(tmp_path / "o" / "test.jsonl"))
     validation = sorted((r["in0"][0], r["in1"][0]) for r in records(tmp_path / "o" / "validation.jsonl"))
     assert test == [(1, 6), (2, 10)]  # user 1's timestamps decrease, user 2's increase

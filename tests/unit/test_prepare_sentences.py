@@ -82,7 +82,7 @@ def test_paragraph_documents_and_min_sentence_tokens(tmp_path: Path, capsys: pyt
         capsys, "--train", path, "--documents", "paragraph", "--min-sentence-tokens", 2, "--output-dir", tmp_path
     )
     pairs = records(tmp_path / "train.jsonl")
-    assert report["outputs"] == {"train.jsonl": 2}  # "Ok." is dropped; no pair crosses documents
+    assert report["outputs"] == {"train.jsonl": 2, "candidates.jsonl": 4}  # "Ok." is dropped; no pair crosses documents
     vocab = json.loads((tmp_path / "vocab.json").read_text())
     assert pairs[1]["in0"] == [vocab[t] for t in "doc two starts .".split()]
 
@@ -121,7 +121,7 @@ def test_eval_negatives_come_from_other_documents(tmp_path: Path, capsys: pytest
     path = tmp_path / "docs.txt"
     path.write_text("".join(f"alpha{d} one. alpha{d} two. alpha{d} three.\n" for d in range(6)))
     report = prepare(capsys, "--train", path, "--test", path, "--eval-negatives", 2, "--output-dir", tmp_path / "o")
-    assert report["outputs"] == {"train.jsonl": 12, "test.jsonl": 36}
+    assert report["outputs"] == {"train.jsonl": 12, "test.jsonl": 36, "candidates.jsonl": 18}
     vocab = json.loads((tmp_path / "o" / "vocab.json").read_text())
     doc_of = {vocab[f"alpha{d}"]: d for d in range(6)}
     test = records(tmp_path / "o" / "test.jsonl")

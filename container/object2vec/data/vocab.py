@@ -233,11 +233,13 @@ def initialise_token_embeddings(model: nn.Module, hp: Hyperparameters, channel: 
     cache: dict[tuple[str, str], PretrainedRows] = {}
     given: dict[int, torch.Tensor] = {}  # id(table) -> (V,) bool: rows set from a file
     files: dict[int, list[str]] = {}  # id(table) -> the files that gave it rows
-    tables: list[nn.Embedding] = []
+    tables: dict[int, nn.Embedding] = {}
     for index in (0, 1):
         enc = hp.encoder(index)
+        if enc.is_transformer:  # its token embedding comes from its checkpoint (data/pretrained.py)
+            continue
         table: nn.Embedding = model.token_embedding(index)  # type: ignore[operator]
-        tables.append(table)
+        tables[index] = table
         rows_given = given.setdefault(id(table), torch.zeros(table.num_embeddings, dtype=torch.bool))
         table_files = files.setdefault(id(table), [])
         if enc.vocab_file and not enc.pretrained_embedding_file:
@@ -268,7 +270,7 @@ def initialise_token_embeddings(model: nn.Module, hp: Hyperparameters, channel: 
             frozen = _frozen_mask(table)
             frozen[ids.to(frozen.device)] = True
     reports = []
-    for index, table in enumerate(tables):
+    for index, table in tables.items():
         frozen = getattr(table, FROZEN_ROWS, None)
         report = EncoderInit(
             index=index,
@@ -276,7 +278,7 @@ def initialise_token_embeddings(model: nn.Module, hp: Hyperparameters, channel: 
             pretrained_rows=int(given[id(table)].sum()),
             frozen_rows=int(frozen.sum()) if frozen is not None else 0,
             files=tuple(files[id(table)]),
-            tied_to=(1 - index) if tables[0] is tables[1] else None,
+            tied_to=(1 - index) if len(tables) == 2 and tables[0] is tables[1] else None,
         )
         logger.info("%s", report.describe())
         reports.append(report)

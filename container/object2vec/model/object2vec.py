@@ -1,13 +1,22 @@
-"""Object2VecModel: enc0 and enc1 -> comparator -> MLP -> output layer."""
+"""Object2VecModel: enc0 and enc1 -> comparator -> MLP -> output layer.
+
+Inputs are flat token batches, one `Tokens` per side (data/batching.py); `layouts` names the
+view each side's encoder reads, for the batcher to build once per batch.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
+from object2vec.errors import ClientError
 from object2vec.model.comparator import Comparator
 from object2vec.model.encoders import build_encoder
+from object2vec.model.transformer import TransformerEncoder, TransformerSpec, check_encoder_fits
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "linear": nn.Identity}
 EMBEDDING_INIT_STD = 0.1  # small random start; pretrained rows replace it (auxiliary channel)
@@ -31,40 +40,70 @@ def make_token_embedding(vocab_size: int, dim: int, sparse: bool) -> nn.Embeddin
 
 
 class Object2VecModel(nn.Module):
-    def __init__(self, hp: Hyperparameters) -> None:
+    def __init__(self, hp: Hyperparameters, transformers: Mapping[int, TransformerSpec] | None = None) -> None:
+        """`transformers`: the architecture of each transformer encoder (by index), from its
+        checkpoint when training, from model_config.json when loading a model."""
         super().__init__()
         self.hp = hp
+        self.transformer_specs = {i: spec for i, spec in (transformers or {}).items() if hp.encoder(i).is_transformer}
+        missing = [f"enc{i}" for i in (0, 1) if hp.encoder(i).is_transformer and i not in self.transformer_specs]
+        if missing:
+            raise ClientError(f"{', '.join(missing)}: network=transformer, but no transformer architecture was given")
         sparse = hp.token_embedding_storage_type == "row_sparse"
-        emb0 = make_token_embedding(hp.enc0.vocab_size, hp.enc0.token_embedding_dim, sparse)
-        # Tied weights: one table, shared by both encoders (equal sizes are checked in config).
-        emb1 = (
-            emb0
-            if hp.tied_token_embedding_weight
-            else make_token_embedding(hp.enc1.vocab_size, hp.enc1.token_embedding_dim, sparse)
-        )
-        self.encoders = nn.ModuleList(
-            [
-                build_encoder(hp.enc0, emb0, hp.enc_dim, hp.dropout),
-                build_encoder(hp.enc1, emb1, hp.enc_dim, hp.dropout),
-            ]
-        )
+        tables = [
+            None if enc.is_transformer else make_token_embedding(enc.vocab_size, enc.token_embedding_dim, sparse)
+            for enc in (hp.enc0, hp.enc1)[: 1 if hp.tied_token_embedding_weight else 2]
+        ]
+        # Tied weights: one table, shared by both encoders (equal sizes are checked in config);
+        # two transformers share the whole encoder (siamese), their token embedding being inside it.
+        emb0, emb1 = tables[0], tables[-1]
+        enc0 = self._encoder(0, emb0)
+        siamese = hp.tied_token_embedding_weight and hp.enc1.is_transformer
+        self.encoders = nn.ModuleList([enc0, enc0 if siamese else self._encoder(1, emb1)])
         self.comparator = Comparator(hp.comparator_list, hp.enc_dim)
         self.mlp = make_mlp(self.comparator.output_dim, hp)
+
+    def _encoder(self, index: int, table: nn.Embedding | None) -> nn.Module:
+        enc = self.hp.encoder(index)
+        if enc.is_transformer:
+            spec = self.transformer_specs[index]
+            check_encoder_fits(enc, spec, f"enc{index}_", "its transformer")  # before allocating it
+            return TransformerEncoder(enc, spec, self.hp.enc_dim)
+        assert table is not None
+        return build_encoder(enc, table, self.hp.enc_dim, self.hp.dropout)
+
+    @property
+    def siamese(self) -> bool:
+        """One encoder object for both sides (tied transformers)."""
+        return self.encoders[0] is self.encoders[1]
 
     def token_embedding(self, index: int) -> nn.Embedding:
         return self.encoders[index].embedding
 
-    def encode(self, index: int, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Embeddings of single objects from encoder `index`: (B, L), (B,) -> (B, enc_dim)."""
-        return self.encoders[index](ids, lengths)
+    @property
+    def layouts(self) -> tuple[str, str]:
+        """The batch view each encoder reads ("flat", "packed", "padded"), in0 then in1."""
+        return (self.encoders[0].layout, self.encoders[1].layout)
 
-    def forward(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:
+    def encode(self, index: int, tokens: Tokens) -> torch.Tensor:
+        """Embeddings of single objects from encoder `index`: B sequences -> (B, enc_dim)."""
+        return self.encoders[index](tokens)
+
+    def forward(self, in0: Tokens, in1: Tokens) -> torch.Tensor:
         """Raw outputs: (B, num_classes) logits for softmax, (B, 1) values for regression."""
-        a = self.encode(0, in0, len0)  # (B, enc_dim)
-        b = self.encode(1, in1, len1)  # (B, enc_dim)
+        if self.siamese:  # one encoder: both sides in one forward (half the kernel launches)
+            a, b = self.encode(0, Tokens.cat([in0, in1])).split(len(in0))  # (B, enc_dim) each
+        else:
+            a = self.encode(0, in0)  # (B, enc_dim)
+            b = self.encode(1, in1)  # (B, enc_dim)
+        return self.score_encodings(a, b)
+
+    def score_encodings(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Raw outputs of already encoded pairs (comparator + MLP): (B, enc_dim) x 2 -> (B, output_dim).
+        Retrieval re-ranks stored candidate encodings with it."""
         return self.mlp(self.comparator(a, b))
 
-    def predict(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:
+    def predict(self, in0: Tokens, in1: Tokens) -> torch.Tensor:
         """Scores as served: softmax probabilities (B, num_classes) or values (B, 1)."""
-        out = self(in0, len0, in1, len1)
+        out = self(in0, in1)
         return torch.softmax(out, dim=1) if self.hp.is_classification else out

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 from object2vec import program_name
 from object2vec.errors import ClientError
-from object2vec.prepare import embeddings, multilabel, ratings, sentences, text_pairs
+from object2vec.prepare import embeddings, instances, multilabel, ratings, sentences, text_pairs
 from object2vec.prepare.io import print_report
 
 logger = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # what argparse uses for usage errors; bad input files are reported the same way
-SUBCOMMANDS = (ratings, text_pairs, multilabel, sentences, embeddings)
+SUBCOMMANDS = (ratings, text_pairs, multilabel, sentences, embeddings, instances)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +57,8 @@ def prepare_main(argv: Sequence[str]) -> int:
     except ClientError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    print_report(report)
+    if report is not None:  # None: the subcommand wrote its output to stdout itself (tokenize)
+        print_report(report)
     return EXIT_OK
 
 

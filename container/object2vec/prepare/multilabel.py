@@ -25,17 +25,22 @@ from typing import Any
 import orjson
 
 from object2vec.errors import ClientError
+from object2vec.prepare.candidates import add_candidates_option, candidates_path, write_candidates
 from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_lines, write_json
 from object2vec.prepare.options import (
     add_output_options,
     add_seed,
     add_split_inputs,
     add_text_options,
+    make_tokenizer,
     non_negative_int,
     require_inputs,
     select_vocab,
+    transformer_hyperparameters,
+    vocab_file_written,
 )
-from object2vec.prepare.text import LengthStats, Tokenizer, Vocab, truncate
+from object2vec.prepare.pretrained_tokenizer import TextTokenizer
+from object2vec.prepare.text import LengthStats, Vocab, truncate
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +116,7 @@ def add_parser(subparsers: Any) -> None:
         "a relative path is inside --output-dir (default: none)",
     )
     add_seed(parser, "negative sampling")
+    add_candidates_option(parser, "every label (id: the label's name)")
     add_text_options(parser)
     add_output_options(parser)
     parser.set_defaults(run=run)
@@ -122,11 +128,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ClientError("without --train there are no labels to build from: pass --label-vocab label_vocab.json")
     candidates = _candidates_path(args)
     planned = [args.output_dir / f"{split}.jsonl" for split, _ in inputs]
-    planned += [] if args.vocab else [args.output_dir / "vocab.json"]
+    planned += [args.output_dir / "vocab.json"] if vocab_file_written(args) else []
     planned += [] if args.label_vocab else [args.output_dir / "label_vocab.json"]
     planned += [candidates[1]] if candidates else []
-    check_outputs(planned, args.overwrite)
-    tokenizer = Tokenizer(lowercase=args.lowercase)
+    check_outputs(planned + candidates_path(args), args.overwrite)
+    tokenizer = make_tokenizer(args)
     vocab, built = select_vocab(args, tokenizer, lambda: (text for _, text, _ in _documents(args.train, args)))
     if built:
         vocab.write(args.output_dir / "vocab.json")
@@ -153,16 +159,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "enc1_max_seq_len": 1,
         "output_layer": "softmax",
         "num_classes": 2,
+        **transformer_hyperparameters(tokenizer, siamese=False),
     }
     if not args.negatives_per_doc:  # positives only: the trainer draws the negatives
         hyperparameters["negative_sampling_rate"] = NEGATIVE_SAMPLING_RATE
+    if args.write_candidates:
+        labels = sorted(label_vocab.ids.items(), key=lambda item: item[1])
+        counts["candidates.jsonl"] = write_candidates(args.output_dir, ((name, [i]) for name, i in labels))
     return {
         "command": "multilabel",
         "output_dir": str(args.output_dir),
         "outputs": counts,
         "documents": documents,
         "labels": num_labels,
-        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab),
+        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab or args.tokenizer),
         "label_vocab_file": str(args.label_vocab or args.output_dir / "label_vocab.json"),
         "longest_document": stats.longest,
         "hyperparameters": hyperparameters,
@@ -173,7 +183,7 @@ def _write_split(
     split: str,
     path: Path,
     args: argparse.Namespace,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     vocab: Vocab,
     label_vocab: Vocab,
     rng: random.Random,

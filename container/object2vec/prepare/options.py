@@ -8,10 +8,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from object2vec.config import AUX_FOLDER_NAME
 from object2vec.errors import ClientError
+from object2vec.prepare.pretrained_tokenizer import PretrainedTokenizer, TextTokenizer
 from object2vec.prepare.text import RESERVED_SCHEMES, Tokenizer, Vocab
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_LENGTH_PERCENTILE = 95.0  # of the training sequences the suggested encX_max_seq_len covers
 
 
 def positive_int(text: str) -> int:
@@ -124,10 +128,19 @@ def add_text_options(parser: argparse.ArgumentParser) -> None:
         "truncates to encX_max_seq_len anyway)",
     )
     group.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="a pretrained checkpoint's tokenizer.json (for encX_network=transformer): write that checkpoint's "
+        "token ids, special tokens included, instead of building a vocabulary; --vocab, --min-count, --max-vocab, "
+        "--reserved and --lowercase do not apply (the tokenizer normalises text its own way), and --max-seq-len "
+        "truncates inside the tokenizer, keeping its end token. Needs the tokenizers library (default: none)",
+    )
+    group.add_argument(
         "--length-percentile",
         type=percentile,
-        default=95.0,
-        help="the suggested encX_max_seq_len covers this percentage of the training sequences (default: 95)",
+        default=None,
+        help="the suggested encX_max_seq_len covers this percentage of the training sequences (default: 95; 100 "
+        "with --tokenizer, since truncating a transformer's input drops its end token)",
     )
 
 
@@ -136,15 +149,55 @@ def require_inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
     inputs = [(split, getattr(args, split)) for split in ("train", "validation", "test") if getattr(args, split)]
     if not inputs:
         raise ClientError("give at least one of --train, --validation, --test")
-    if not args.train and not args.vocab:
+    if not args.train and not args.vocab and not getattr(args, "tokenizer", None):
         raise ClientError("without --train there is nothing to build a vocabulary from: pass --vocab vocab.json")
     return inputs
 
 
+def make_tokenizer(args: argparse.Namespace) -> TextTokenizer:
+    """The regex tokenizer, or the checkpoint's own with --tokenizer; resolves the default of
+    --length-percentile, which depends on the choice."""
+    pretrained = bool(getattr(args, "tokenizer", None))
+    if args.length_percentile is None:
+        args.length_percentile = 100.0 if pretrained else DEFAULT_LENGTH_PERCENTILE
+    if not pretrained:
+        return Tokenizer(lowercase=args.lowercase)
+    if args.vocab:
+        raise ClientError(
+            "--tokenizer and --vocab both give the vocabulary: with a checkpoint's tokenizer its own vocabulary "
+            "is used, so drop --vocab"
+        )
+    return PretrainedTokenizer.load(args.tokenizer, args.max_seq_len)
+
+
+def vocab_file_written(args: argparse.Namespace) -> bool:
+    """Whether a vocab.json is built from --train (neither --vocab nor --tokenizer given)."""
+    return not (args.vocab or getattr(args, "tokenizer", None))
+
+
+def transformer_hyperparameters(tokenizer: TextTokenizer, siamese: bool) -> dict[str, object]:
+    """With --tokenizer: enc0 is the checkpoint's transformer (its folder named as the one holding
+    tokenizer.json); `siamese` when enc1 encodes the same kind of text with the same encoder."""
+    if not isinstance(tokenizer, PretrainedTokenizer):
+        return {}
+    folder = tokenizer.suggested_folder()
+    hyperparameters: dict[str, object] = {
+        "enc0_network": "transformer",
+        "enc0_pretrained_model": folder if AUX_FOLDER_NAME.fullmatch(folder) else "<checkpoint folder>",
+    }
+    if siamese:
+        hyperparameters["tied_token_embedding_weight"] = True
+    return hyperparameters
+
+
 def select_vocab(
-    args: argparse.Namespace, tokenizer: Tokenizer, train_texts: Callable[[], Iterable[str]]
+    args: argparse.Namespace, tokenizer: TextTokenizer, train_texts: Callable[[], Iterable[str]]
 ) -> tuple[Vocab, bool]:
-    """The vocabulary given by --vocab, or one built from the training texts; True when built."""
+    """The vocabulary given by --vocab or --tokenizer, or one built from the training texts; True when built."""
+    if isinstance(tokenizer, PretrainedTokenizer):
+        vocab = tokenizer.vocab
+        logger.info("Using the tokenizer %s: vocab size %d", tokenizer.path, vocab.size)
+        return vocab, False
     if args.vocab:
         vocab = Vocab.read(args.vocab)
         logger.info("Using %s: %d tokens, vocab size %d", args.vocab, len(vocab.ids), vocab.size)

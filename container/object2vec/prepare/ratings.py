@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from object2vec.errors import ClientError
+from object2vec.prepare.candidates import add_candidates_option, candidates_path, raw_id, write_candidates
 from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_lines, read_rows, write_json
 from object2vec.prepare.options import add_output_options, add_seed, fraction, non_negative_int, positive_int
 
@@ -114,6 +115,7 @@ def add_parser(subparsers: Any) -> None:
         "--validation-per-user", type=non_negative_int, default=0, help="validation ratings per user (per-user)"
     )
     add_seed(split, "the split and the order of the output rows")
+    add_candidates_option(parser, "every item (id: the raw item id)")
     add_output_options(parser)
     parser.set_defaults(run=run)
 
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.split == "random" and args.test_fraction + args.validation_fraction >= 1:
         raise ClientError("--test-fraction plus --validation-fraction must be below 1 to leave training rows")
     names = _output_names(args)
-    check_outputs([args.output_dir / name for name in names], args.overwrite)
+    check_outputs([args.output_dir / name for name in names] + candidates_path(args), args.overwrite)
 
     ratings = read_ratings(args)
     if not len(ratings):
@@ -158,6 +160,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for row in rows.tolist():
                 writer.write(pair([users[row]], [items[row]], labels[row]))
         counts[f"{name}.jsonl"] = writer.count
+    if args.write_candidates:
+        counts["candidates.jsonl"] = write_candidates(args.output_dir, _item_candidates(ratings.items, item_ids))
     if args.remap:
         _write_vocab(args.output_dir / "user_vocab.json", user_vocab)
         _write_vocab(args.output_dir / "item_vocab.json", item_vocab)
@@ -190,6 +194,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["vocab_files"] = {"in0": "user_vocab.json", "in1": "item_vocab.json"}
     report["hyperparameters"] = hyperparameters
     return report
+
+
+def _item_candidates(items: list[str], item_ids: np.ndarray) -> list[tuple[str | int, list[int]]]:
+    """Every item once, by id: its raw id is what top-k answers name."""
+    return [(raw_id(items[index]), [int(item_ids[index])]) for index in np.argsort(item_ids, kind="stable")]
 
 
 def read_ratings(args: argparse.Namespace) -> Ratings:

@@ -19,18 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from object2vec.errors import ClientError
+from object2vec.prepare.candidates import add_candidates_option, candidates_path, write_candidates
 from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_lines
 from object2vec.prepare.options import (
     add_output_options,
     add_seed,
     add_split_inputs,
     add_text_options,
+    make_tokenizer,
     non_negative_int,
     positive_int,
     require_inputs,
     select_vocab,
+    transformer_hyperparameters,
+    vocab_file_written,
 )
-from object2vec.prepare.text import ABBREVIATIONS, TITLES, LengthStats, Tokenizer, Vocab, truncate
+from object2vec.prepare.pretrained_tokenizer import TextTokenizer
+from object2vec.prepare.text import ABBREVIATIONS, TITLES, LengthStats, Vocab, truncate
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +136,7 @@ def add_parser(subparsers: Any) -> None:
         help="sentences kept (a seeded reservoir sample of the split) to draw those negatives from (default: 100000)",
     )
     add_seed(parser, "the negatives of --eval-negatives")
+    add_candidates_option(parser, "every distinct sentence of the --train corpus (id: the text)")
     add_text_options(parser)
     add_output_options(parser)
     parser.set_defaults(run=run)
@@ -140,10 +146,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     inputs = require_inputs(args)
     check_outputs(
         [args.output_dir / f"{split}.jsonl" for split, _ in inputs]
-        + ([] if args.vocab else [args.output_dir / "vocab.json"]),
+        + ([args.output_dir / "vocab.json"] if vocab_file_written(args) else [])
+        + (candidates_path(args) if args.train else []),
         args.overwrite,
     )
-    tokenizer = Tokenizer(lowercase=args.lowercase)
+    tokenizer = make_tokenizer(args)
     vocab, built = select_vocab(args, tokenizer, lambda: (text for _, text in _documents(args.train, args)))
     if built:
         vocab.write(args.output_dir / "vocab.json")
@@ -154,12 +161,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         split_stats = stats if split == "train" or not args.train else LengthStats()
         negatives = 0 if split == "train" else args.eval_negatives
         counts[f"{split}.jsonl"] = _write_split(split, path, args, tokenizer, vocab, rng, negatives, split_stats)
+    if args.write_candidates and args.train:
+        sentences = _sentence_candidates(args.train, args, tokenizer, vocab)
+        counts["candidates.jsonl"] = write_candidates(args.output_dir, sentences)
     max_seq_len = stats.suggest(args.length_percentile, args.max_seq_len)
     return {
         "command": "sentences",
         "output_dir": str(args.output_dir),
         "outputs": counts,
-        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab),
+        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab or args.tokenizer),
         "longest_sentence": stats.longest,
         "hyperparameters": {
             # one vocabulary for both sides: enc1 shares enc0's network, vocab and max_seq_len
@@ -169,6 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "output_layer": "softmax",
             "num_classes": 2,
             "negative_sampling_rate": NEGATIVE_SAMPLING_RATE,
+            **transformer_hyperparameters(tokenizer, siamese=True),
         },
     }
 
@@ -177,7 +188,7 @@ def _write_split(
     split: str,
     path: Path,
     args: argparse.Namespace,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     vocab: Vocab,
     rng: random.Random,
     negatives: int,
@@ -203,8 +214,19 @@ def _write_split(
     return writer.count
 
 
+def _sentence_candidates(
+    path: Path, args: argparse.Namespace, tokenizer: TextTokenizer, vocab: Vocab
+) -> Iterator[tuple[str, list[int]]]:
+    """(sentence text, token ids) of every sentence kept for pairing; repeats are dropped by the writer."""
+    for _, text in _documents(path, args):
+        for sentence in split_sentences(text):
+            tokens = tokenizer(sentence)
+            if known_words(tokens, vocab) >= args.min_sentence_tokens:  # the sentences that are paired
+                yield sentence, truncate(vocab.encode(tokens), args.max_seq_len)
+
+
 def _encoded_documents(
-    path: Path, args: argparse.Namespace, tokenizer: Tokenizer, vocab: Vocab
+    path: Path, args: argparse.Namespace, tokenizer: TextTokenizer, vocab: Vocab
 ) -> Iterator[list[list[int]]]:
     """Per document, its sentences as (truncated) id lists; short sentences dropped."""
     for _, text in _documents(path, args):
@@ -223,7 +245,7 @@ def known_words(tokens: list[str], vocab: Vocab) -> int:
 
 
 def _reservoir(
-    path: Path, args: argparse.Namespace, tokenizer: Tokenizer, vocab: Vocab, rng: random.Random
+    path: Path, args: argparse.Namespace, tokenizer: TextTokenizer, vocab: Vocab, rng: random.Random
 ) -> list[tuple[int, list[int]]]:
     """A uniform sample of up to --negative-pool (document index, sentence) from one pass."""
     pool: list[tuple[int, list[int]]] = []

@@ -23,11 +23,15 @@ from object2vec.prepare.options import (
     add_output_options,
     add_split_inputs,
     add_text_options,
+    make_tokenizer,
     non_negative_int,
     require_inputs,
     select_vocab,
+    transformer_hyperparameters,
+    vocab_file_written,
 )
-from object2vec.prepare.text import LengthStats, Tokenizer, Vocab, truncate
+from object2vec.prepare.pretrained_tokenizer import TextTokenizer
+from object2vec.prepare.text import LengthStats, Vocab, truncate
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +87,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     columns = _text_columns(args.text_columns)
     label_map = _label_map(args.label_map) if args.label_map else None
     outputs = [args.output_dir / f"{split}.jsonl" for split, _ in inputs]
-    check_outputs(outputs + ([] if args.vocab else [args.output_dir / "vocab.json"]), args.overwrite)
-    tokenizer = Tokenizer(lowercase=args.lowercase)
+    check_outputs(outputs + ([args.output_dir / "vocab.json"] if vocab_file_written(args) else []), args.overwrite)
+    tokenizer = make_tokenizer(args)
 
     def train_texts() -> Iterator[str]:
         for _, text0, text1, _ in _rows(args.train, args, columns):
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "enc1_network": "enc0",
         "enc0_vocab_size": vocab.size,
         "enc0_max_seq_len": max(lengths),
+        **transformer_hyperparameters(tokenizer, siamese=True),
     }
     if args.task == "classification":
         num_classes = max(2, max(labels_seen[first], default=0) + 1)
@@ -125,7 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "text-pairs",
         "output_dir": str(args.output_dir),
         "outputs": counts,
-        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab),
+        "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab or args.tokenizer),
         "longest_sequence": max(max(s[0].longest, s[1].longest) for s in stats.values()),
         "suggested_max_seq_len": {"in0": lengths[0], "in1": lengths[1]},
         "hyperparameters": hyperparameters,
@@ -138,7 +143,7 @@ def _encode_file(
     args: argparse.Namespace,
     columns: tuple[int, int],
     label_map: dict[str, int] | None,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     vocab: Vocab,
     stats: tuple[LengthStats, LengthStats],
     labels_seen: set[int],

@@ -13,6 +13,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from object2vec.errors import RequestError
+from object2vec.retrieval.protocol import CUSTOM_ATTRIBUTES_HEADER, NeighborSource, answer_neighbors, retrieval_params
 from object2vec.serving.codec import (
     JSON,
     JSONLINES,
@@ -29,8 +30,11 @@ from object2vec.serving.settings import ServingConfig
 logger = logging.getLogger(__name__)
 
 
-def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Flask:
-    """An app answering with `predictor`, which is already loaded and smoke-tested."""
+def create_app(
+    predictor: Predictor, config: ServingConfig | None = None, retriever: NeighborSource | None = None
+) -> Flask:
+    """An app answering with `predictor`, which is already loaded and smoke-tested, and with
+    `retriever` (the model's retrieval index, if it has one) when a request asks for top_k."""
     config = config or ServingConfig.from_env()
     app = Flask(__name__)
     # Werkzeug answers 413 for a larger body, declared or streamed (chunked batch payloads).
@@ -49,7 +53,12 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fla
     def invocations() -> Response:
         content_type = request.headers.get("Content-Type")
         output = _output_format(request.headers.get("Accept"), content_type, config)
-        decoded = decode_request(request.get_data(cache=False), content_type)
+        decoded = decode_request(_read_body(config), content_type)
+        # top_k (Accept parameter or custom attribute): neighbours from the retrieval index.
+        asked = retrieval_params(request.headers.get("Accept"), request.headers.get(CUSTOM_ATTRIBUTES_HEADER))
+        if asked is not None:
+            body = answer_neighbors(retriever, decoded, asked, output)
+            return Response(body, status=200, mimetype=output.media_type)
         prediction = predictor.predict(
             decoded.instances, decoded.max_seqlens, check_booleans=decoded.may_contain_booleans
         )
@@ -64,11 +73,7 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fla
     def http_error(err: HTTPException) -> Response:
         status = err.code or 500
         if status == 413:
-            message = (
-                f"the body is larger than {config.max_body_bytes} bytes "
-                f"({'MaxPayloadInMB of this batch transform' if config.batch else 'the real-time limit'}): "
-                "send fewer instances per request"
-            )
+            message = config.too_large_message()
         else:
             message = err.description or err.name
         return _error(status, message)
@@ -79,6 +84,38 @@ def create_app(predictor: Predictor, config: ServingConfig | None = None) -> Fla
         return _error(500, f"internal error ({type(err).__name__}); see the endpoint's logs")
 
     return app
+
+
+def _read_body(config: ServingConfig) -> bytes:
+    """The whole request body, or a 4xx: never a silently shortened body.
+
+    Without nginx in front, the body comes straight from gunicorn, which de-chunks
+    Transfer-Encoding: chunked itself. A chunked body has no length to check up front, so one
+    byte more than the limit is read to tell "exactly at the limit" from "cut at the limit", and
+    a body that ends before its Content-Length is an error, not a shorter request. Reading fails
+    on malformed chunking (an invalid chunk size, a missing CRLF) or when the client goes away:
+    that is the client's fault, answered 400 (408 for a read that timed out).
+    """
+    limit = config.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise RequestError(413, config.too_large_message())
+    stream = request.environ["wsgi.input"]
+    try:
+        body = stream.read(limit + 1 if declared is None else declared)
+    except TimeoutError:
+        raise RequestError(408, "the request body did not arrive in time: send it without pauses") from None
+    except Exception as err:  # gunicorn's InvalidChunkSize, ChunkMissingTerminator, NoMoreData, ...
+        raise RequestError(
+            400, f"the request body could not be read ({type(err).__name__}): check its Transfer-Encoding"
+        ) from None
+    if len(body) > limit:
+        raise RequestError(413, config.too_large_message())
+    if declared is not None and len(body) < declared:
+        raise RequestError(
+            400, f"the body ended after {len(body)} of the {declared} bytes its Content-Length announced"
+        )
+    return body
 
 
 def _output_format(accept: str | None, content_type: str | None, config: ServingConfig) -> OutputFormat:

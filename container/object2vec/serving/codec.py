@@ -1,9 +1,11 @@
 """Request decoding and response encoding: pure functions looked up by media type.
 
 Requests are application/json ({"instances": [...]}) or application/jsonlines (one instance per
-line). Blank (whitespace-only) lines in JSON Lines are skipped, as training skips them: they are
-not records, so they get no output line, and a trailing newline never adds a record. Media-type
-parameters are parsed; charset and infer_max_seqlens are honoured, any other is ignored.
+line: each non-blank line is parsed on its own, so a line holding two records or half of one is
+a 400 naming that line, never a shifted answer). Blank (whitespace-only) lines in JSON Lines are
+skipped, as training skips them: they are not records, so they get no output line, and a trailing
+newline never adds a record. Media-type parameters are parsed; charset and infer_max_seqlens are
+honoured, any other is ignored. Every decoding problem is a RequestError (4xx), whatever the bytes.
 
 Responses are built from the (N, D) float32 array in one orjson call plus byte splicing, never a
 Python dict per record, unless verbose output (predicted_label) is asked for.
@@ -11,6 +13,7 @@ Python dict per record, unless verbose output (predicted_label) is asked for.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +29,10 @@ JSONLINES = "application/jsonlines"
 JSONLINES_ALIASES = ("application/jsonl", "application/x-jsonlines", "application/json-lines")
 MIN_SEQLEN, MAX_SEQLEN = 1, 5000  # infer_max_seqlens bounds, as documented
 UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
+UTF8_BOM = codecs.BOM_UTF8
+# Text codecs that are not body charsets: host-name and escape codecs, and one that always fails.
+# (punycode is also quadratic in the input length.)
+NOT_CHARSETS = ("idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape")
 
 
 @dataclass(frozen=True)
@@ -89,14 +96,24 @@ def decode_request(body: bytes, content_type: str | None) -> DecodedRequest:
 
 
 def _to_utf8(body: bytes, charset: str | None) -> bytes:
-    if charset is None or charset.lower() in UTF8_CHARSETS:
-        return body
-    try:
-        return body.decode(charset).encode("utf-8")
-    except LookupError:
-        raise RequestError(415, f"charset={charset} is not supported: send UTF-8") from None
-    except UnicodeDecodeError as err:
-        raise RequestError(400, f"the body is not valid {charset}: {err}") from None
+    """The body as UTF-8 without a byte order mark; 415 for a charset that is not one, 400 for
+    bytes that are not valid in the charset named."""
+    if charset is not None and charset.lower() not in UTF8_CHARSETS:
+        unsupported = RequestError(415, f"charset={charset} is not supported: send UTF-8 (or another text charset)")
+        try:
+            name = codecs.lookup(charset).name
+        except (LookupError, ValueError):  # ValueError: a name with a NUL or a lone surrogate
+            raise unsupported from None
+        if name in NOT_CHARSETS:
+            raise unsupported
+        try:
+            body = body.decode(name).encode("utf-8")
+        except LookupError:  # a binary codec (base64, zlib): not a charset
+            raise unsupported from None
+        except UnicodeError as err:  # decoding errors, the codecs' own UnicodeErrors, lone surrogates
+            raise RequestError(400, f"the body is not valid {charset}: {err}") from None
+    # A UTF-8 byte order mark is tolerated (Windows editors write one); orjson rejects it.
+    return body[len(UTF8_BOM) :] if body.startswith(UTF8_BOM) else body
 
 
 def _max_seqlens(raw: str | None) -> tuple[int, int] | None:
@@ -122,7 +139,7 @@ def _decode_json(body: bytes) -> list[Any]:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as err:
-        raise RequestError(400, f"the body is not valid JSON: {err}") from None
+        raise RequestError(400, f"the body is not valid JSON: {_json_problem(body, err)}") from None
     if not isinstance(document, dict) or "instances" not in document:
         raise RequestError(
             400, 'the body must be a JSON object with an "instances" list: {"instances": [{"in0": [1, 2]}, ...]}'
@@ -134,25 +151,35 @@ def _decode_json(body: bytes) -> list[Any]:
 
 
 def _decode_jsonlines(body: bytes) -> list[Any]:
-    lines = body.splitlines()
-    # Fast path: one orjson call for the whole body. Each line must hold exactly one value, which
-    # the count check confirms; otherwise the slow path below finds the line to blame.
-    if lines and all(lines):
-        try:
-            instances = orjson.loads(b"[" + b",".join(lines) + b"]")
-        except orjson.JSONDecodeError:
-            instances = None
-        if isinstance(instances, list) and len(instances) == len(lines):
-            return instances
+    """One record per non-blank line. Each line is parsed on its own: joining the lines into one
+    array would be no faster, and would accept a line with two records next to a record split
+    over two lines, shifting every later answer."""
+    loads = orjson.loads
     instances = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue  # blank lines are not records (see the module docstring)
+    for number, line in enumerate(body.splitlines(), 1):
         try:
-            instances.append(orjson.loads(line))
+            instances.append(loads(line))
         except orjson.JSONDecodeError as err:
-            raise RequestError(400, f"line {number} is not valid JSON: {err}") from None
+            if not line.strip():
+                continue  # blank lines are not records (see the module docstring)
+            raise RequestError(
+                400, f"line {number} is not valid JSON: {_json_problem(line, err, column=True)}"
+            ) from None
     return instances
+
+
+def _json_problem(text: bytes, err: orjson.JSONDecodeError, column: bool = False) -> str:
+    """orjson's message with our own position (its "line 1 column 3 (char 2)" suffix would repeat
+    or contradict the line number of a JSON Lines error), and invalid UTF-8 said as such."""
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            f"it is not valid UTF-8 (byte 0x{text[bad.start]:02x} at offset {bad.start}): send UTF-8, "
+            "or name the charset, as in Content-Type: application/json; charset=latin-1"
+        )
+    where = f"column {err.colno}" if column else f"line {err.lineno}, column {err.colno}"
+    return f"{err.msg} at {where}"
 
 
 DECODERS: dict[str, Callable[[bytes], list[Any]]] = {
@@ -220,15 +247,17 @@ def _encode_jsonlines(prediction: Prediction) -> bytes:
 
 
 def _encode_records(prediction: Prediction, media_type: str) -> bytes:
-    """Verbose output: each record also carries predicted_label (argmax of the scores)."""
+    """Verbose output: each record also carries predicted_label (argmax of the scores). The rows
+    stay float32 arrays, so the digits are float32's shortest form, as in the plain output."""
     assert prediction.labels is not None
+    rows = np.ascontiguousarray(prediction.values, dtype=np.float32)
     records = [
         {prediction.key: row, "predicted_label": label}
-        for row, label in zip(prediction.values.tolist(), prediction.labels.tolist(), strict=True)
+        for row, label in zip(rows, prediction.labels.tolist(), strict=True)
     ]
     if media_type == JSON:
-        return orjson.dumps({"predictions": records})
-    return b"".join(orjson.dumps(record) + b"\n" for record in records)
+        return orjson.dumps({"predictions": records}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return b"".join(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n" for record in records)
 
 
 ENCODERS: dict[str, Callable[[Prediction], bytes]] = {

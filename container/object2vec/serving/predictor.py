@@ -10,6 +10,7 @@ empty sequences are accepted (they encode to the projection bias, as in training
 from __future__ import annotations
 
 import logging
+import reprlib
 import time
 from collections.abc import Sequence
 from itertools import chain
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 
 from object2vec.config import Hyperparameters
-from object2vec.data.batching import pad
+from object2vec.data.batching import Tokens
 from object2vec.data.records import TokenSequences
 from object2vec.errors import AlgorithmError, RequestError
 from object2vec.model.io import load_model
@@ -54,9 +56,11 @@ class Predictor:
         self.device = torch.device(device)
         self.max_instances = max_instances
         # Per-token cost of each encoder in a forward: the embedding width unless the encoder
-        # pools without materialising (B, L, D) (pooled_embedding uses embedding_bag).
+        # pools without materialising (B, L, D) (pooled_embedding uses embedding_bag), or what the
+        # encoder says (a transformer: its feed-forward width and attention rows).
         self.token_cost = tuple(
-            1 if enc.network == POOLED else enc.token_embedding_dim for enc in (self.hp.enc0, self.hp.enc1)
+            getattr(encoder, "token_cost", 1 if enc.network == POOLED else enc.token_embedding_dim)
+            for enc, encoder in zip((self.hp.enc0, self.hp.enc1), self.model.encoders, strict=True)
         )
         self.row_cost = self.model.comparator.output_dim + self.hp.mlp_dim * self.hp.mlp_layers
 
@@ -143,6 +147,11 @@ class Predictor:
         assert sequences is not None
         return Prediction("embeddings", self._forward_single(side, sequences))
 
+    def embed(self, side: int, sequences: TokenSequences) -> np.ndarray:
+        """Encoder `side`'s embeddings (N, enc_dim) of sequences whose ids are already checked against
+        the vocabulary (the retrieval catalogue); truncated like requests, chunked like predict."""
+        return self._forward_single(side, sequences.truncated(self.hp.encoder(side).max_seq_len))
+
     def _mode(self, instances: Sequence[Any]) -> int:
         """3: pairs, 1: only in0, 2: only in1 (bit i set when in<i> is present); 0 for no instances."""
         kinds = [("in0" in x) + 2 * ("in1" in x) if type(x) is dict else -1 for x in instances]
@@ -184,7 +193,10 @@ class Predictor:
                 f"accepted (sequences are truncated to enc{side}_max_seq_len={self.hp.encoder(side).max_seq_len})",
             )
         flat = list(chain.from_iterable(lists))
-        values = np.array(flat) if flat else np.zeros(0, dtype=np.int64)
+        try:
+            values = np.array(flat) if flat else np.zeros(0, dtype=np.int64)
+        except (ValueError, TypeError, OverflowError, RecursionError):  # ragged or deeply nested lists
+            values = np.zeros((0, 0))  # not 1-D: the slow check below names the culprit
         if values.ndim != 1 or values.dtype.kind not in "iu" or (check_booleans and bool in set(map(type, flat))):
             self._raise_type_error(lists, key)
         vocab_size = self.hp.encoder(side).vocab_size
@@ -198,6 +210,9 @@ class Predictor:
         side = INPUT_KEYS.index(key)
         for index, sequence in enumerate(lists):
             for value in sequence:
+                if type(value) is float and value.is_integer() and abs(value) >= 2**63:
+                    # orjson reads an integer beyond 64 bits as a float: report the id it was meant to be.
+                    self._raise_vocab_error(key, side, index, int(value), approximate=True)
                 if type(value) is not int:
                     raise RequestError(
                         400,
@@ -207,12 +222,13 @@ class Predictor:
                     self._raise_vocab_error(key, side, index, value)
         raise RequestError(400, f'field "{key}": must hold integer token ids only')  # not reached
 
-    def _raise_vocab_error(self, key: str, side: int, index: int, value: int) -> None:
+    def _raise_vocab_error(self, key: str, side: int, index: int, value: int, approximate: bool = False) -> None:
         vocab_size = self.hp.encoder(side).vocab_size
+        shown = f"about {value}" if approximate else str(value)
         if value < 0:
-            problem = f'Vocab id "{value}" is negative'
+            problem = f'Vocab id "{shown}" is negative'
         else:
-            problem = f'Vocab id "{value}" is not less than vocab_size={vocab_size}'
+            problem = f'Vocab id "{shown}" is not less than vocab_size={vocab_size}'
         raise RequestError(
             400,
             f'Inconsistent vocab for {key} found. {problem} (instance {index}, field "{key}"): ids must lie '
@@ -247,9 +263,11 @@ class Predictor:
         out = torch.empty((len(in0), self.hp.output_dim), dtype=torch.float32)
         with torch.inference_mode():
             for index in self._chunks([in0.lengths, in1.lengths], list(self.token_cost)):
-                ids0, len0 = pad(in0, index)  # (B, L0), (B,)
-                ids1, len1 = pad(in1, index)  # (B, L1), (B,)
-                scores = self.model.predict(*(t.to(self.device) for t in (ids0, len0, ids1, len1)))
+                sides = [
+                    Tokens.gather(sequences, index).with_layout(layout).to(self.device)
+                    for sequences, layout in zip((in0, in1), self.model.layouts, strict=True)
+                ]
+                scores = self.model.predict(*sides)
                 out[index] = scores.float().cpu()  # (B, output_dim)
         return out.numpy()
 
@@ -257,12 +275,20 @@ class Predictor:
         out = torch.empty((len(sequences), self.hp.enc_dim), dtype=torch.float32)
         with torch.inference_mode():
             for index in self._chunks([sequences.lengths], [self.token_cost[side]]):
-                ids, lengths = pad(sequences, index)  # (B, L), (B,)
-                embeddings = self.model.encode(side, ids.to(self.device), lengths.to(self.device))
+                tokens = Tokens.gather(sequences, index).with_layout(self.model.layouts[side])
+                embeddings = self.model.encode(side, tokens.to(self.device))
                 out[index] = embeddings.float().cpu()  # (B, enc_dim)
         return out.numpy()
 
 
+# Shows a wrong value briefly: a few levels and items of a nested list, never a RecursionError.
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxdict, _BRIEF.maxstring, _BRIEF.maxother = 3, 4, 2, 30, 30
+
+
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, bool) else str(value).lower()
+    """A value as the user wrote it in JSON (true/false/null), at most 40 characters."""
+    if isinstance(value, bool) or value is None:
+        return orjson.dumps(value).decode()
+    text = _BRIEF.repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

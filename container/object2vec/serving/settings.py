@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from object2vec.environment import available_cpus
+from object2vec.threads import thread_count
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 WORKERS_ENVS = ("MODEL_SERVER_WORKERS", "SAGEMAKER_MODEL_SERVER_WORKERS")
 TIMEOUT_ENVS = ("MODEL_SERVER_TIMEOUT", "SAGEMAKER_MODEL_SERVER_TIMEOUT")
 MAX_INSTANCES_ENV = "OBJECT2VEC_MAX_INSTANCES"
+NGINX_ENV = "OBJECT2VEC_NGINX"  # auto (default), off, or the nginx binary: see serving/nginx.py
 
 DEFAULT_PORT = 8080
 MIB = 1 << 20
@@ -89,6 +91,11 @@ class ServingConfig:
             default_accept=default_accept,
         )
 
+    def too_large_message(self) -> str:
+        """The 413 message, whether the app or nginx in front of it answers."""
+        limit = "MaxPayloadInMB of this batch transform" if self.batch else "the real-time limit"
+        return f"the body is larger than {self.max_body_bytes} bytes ({limit}): send fewer instances per request"
+
     def execution_parameters(self) -> dict[str, int | str]:
         return {
             "MaxConcurrentTransforms": self.max_concurrent_transforms,
@@ -108,7 +115,10 @@ class ServerSettings:
     graceful_timeout_s: int
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, cores: int | None = None) -> ServerSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, cores: int | None = None, free: float | None = None
+    ) -> ServerSettings:
+        """`free`: idle cores (threads.free_cores()), shared by the workers; None: all cores count."""
         env = os.environ if env is None else env
         cores = cores or available_cpus()
         workers = server_workers(env, cores)
@@ -117,7 +127,7 @@ class ServerSettings:
         return cls(
             port=_int_env(env, PORT_ENV, DEFAULT_PORT, 1, 65535),
             workers=workers,
-            threads_per_worker=max(1, cores // workers),
+            threads_per_worker=thread_count(max(1, cores // workers), env, None if free is None else free / workers),
             timeout_s=timeout,
             graceful_timeout_s=min(GRACEFUL_TIMEOUT_S, timeout),
         )

@@ -41,8 +41,21 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 KEEP = 2  # the newest two: if the newest is cut short while being synced, the one before is whole
 MAX_JSON_BYTES = 256 << 20
-# Hyperparameters that may change between the run that wrote a checkpoint and the one resuming it.
-RESUMABLE_CHANGES = ("epochs", "_num_gpus", "_kvstore", "_num_kv_servers", "_tuning_objective_metric")
+# Hyperparameters that may change between the run that wrote a checkpoint and the one resuming it
+# (the retrieval_* ones only shape the index built after training).
+RESUMABLE_CHANGES = (
+    "epochs",
+    "_num_gpus",
+    "_kvstore",
+    "_num_kv_servers",
+    "_tuning_objective_metric",
+    "retrieval_index",
+    "retrieval_exact_max",
+    "retrieval_ivf_nlist",
+    "retrieval_ivf_nprobe",
+    "retrieval_top_n",
+    "retrieval_score_class",
+)
 
 
 @dataclass(frozen=True)

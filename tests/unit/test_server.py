@@ -1,0 +1,89 @@
+"""serve's process supervision (with stand-in children), its gunicorn options, and a model that
+cannot be loaded stopping the workers without a traceback. The real server runs in
+tests/integration/test_serve.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from object2vec.errors import ClientError
+from object2vec.serving import server
+from object2vec.serving.server import Child, Supervisor, gunicorn_options
+from object2vec.serving.settings import ServerSettings
+
+STOPS = {signal.SIGTERM: signal.SIGTERM, signal.SIGINT: signal.SIGINT}
+
+
+def spawn(code: str) -> int:
+    return os.posix_spawn(sys.executable, [sys.executable, "-c", code], os.environ)
+
+
+def test_gunicorn_binds_the_port_or_the_given_socket() -> None:
+    settings = ServerSettings.from_env({"SAGEMAKER_BIND_TO_PORT": "9001"}, cores=2)
+    assert gunicorn_options(settings)["bind"] == ["0.0.0.0:9001"]
+    assert gunicorn_options(settings, "unix:/tmp/x.sock")["bind"] == ["unix:/tmp/x.sock"]
+
+
+def test_a_child_that_ends_by_itself_stops_the_other(caplog: pytest.LogCaptureFixture) -> None:
+    supervisor = Supervisor()
+    sleeper = spawn("import time; time.sleep(60)")
+    supervisor.children[sleeper] = Child("gunicorn", STOPS, 0)
+    supervisor.children[spawn("raise SystemExit(1)")] = Child("nginx", STOPS, 8080)
+    start = time.monotonic()
+    assert supervisor.wait(kill_after_s=30) == 1
+    assert time.monotonic() - start < 20  # the sleeper was stopped, not waited for
+    assert "nginx ended with exit code 1" in caplog.text and "is port 8080 in use?" in caplog.text
+
+
+def test_workers_that_cannot_load_the_model_are_named(caplog: pytest.LogCaptureFixture) -> None:
+    supervisor = Supervisor()
+    supervisor.children[spawn(f"raise SystemExit({server.APP_LOAD_ERROR})")] = Child("gunicorn", STOPS, 0)
+    assert supervisor.wait(kill_after_s=30) == 1
+    assert "the workers could not load the model" in caplog.text
+
+
+def test_a_stop_signal_is_forwarded_and_ends_with_0() -> None:
+    supervisor = Supervisor()
+    supervisor.children[spawn("import time; time.sleep(60)")] = Child("gunicorn", STOPS, 0)
+    supervisor.stop(signal.SIGTERM)
+    assert supervisor.wait(kill_after_s=30) == 0
+
+
+def test_children_that_ignore_the_stop_are_killed_after_the_grace_period() -> None:
+    supervisor = Supervisor()
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
+    pid = spawn(stubborn)
+    time.sleep(1)  # the child ignores SIGTERM by now (a busy machine may need the second)
+    supervisor.children[pid] = Child("gunicorn", STOPS, 0)
+    supervisor.stop(signal.SIGTERM)
+    start = time.monotonic()
+    assert supervisor.wait(kill_after_s=1) == 0
+    assert time.monotonic() - start < 15
+
+
+def test_a_child_started_after_the_stop_is_stopped_at_once() -> None:
+    supervisor = Supervisor()
+    supervisor.stop(signal.SIGTERM)
+    supervisor._started(spawn("import time; time.sleep(60)"), Child("nginx", STOPS, 0))
+    assert supervisor.wait(kill_after_s=30) == 0
+
+
+def test_a_model_that_cannot_be_served_ends_the_worker_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(_name: str) -> None:
+        raise ClientError("model.safetensors does not match model_config.json")
+
+    monkeypatch.setattr(server.importlib, "import_module", refuse)
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_:
+        server.load_wsgi_app()
+    assert exit_.value.code == server.APP_LOAD_ERROR  # gunicorn: "App failed to load", no restart loop
+    assert "The model cannot be served: model.safetensors does not match" in caplog.text
