@@ -105,6 +105,11 @@ def main() -> None:
         default=",".join(ENCODERS),
         help=f"comma-separated encoders to train (default {','.join(ENCODERS)})",
     )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        help=f"cap on the epochs (default {BASE_HP['epochs']}, early stopping decides): a run's time budget",
+    )
     args = parser.parse_args()
     encoders = [name for name in args.encoders.split(",") if name]
     unknown = sorted(set(encoders) - set(ENCODERS))
@@ -138,14 +143,16 @@ def main() -> None:
         (raw / "train.txt").read_text(encoding="utf-8") + "".join(sentence_lines(f) for f in sts_files.values()),
         encoding="utf-8",
     )
-    vocab_report = common.prepare("sentences", "--train", every, "--output-dir", root / "vocab", "--overwrite")
+    vocab_report = common.prepare(
+        "sentences", "--train", every, "--output-dir", root / "vocab", "--overwrite", "--no-write-candidates"
+    )
     vocab_path = Path(vocab_report["vocab_file"])
     data = root / "data"
     report = common.prepare(
         "sentences",
         *("--train", raw / "train.txt", "--validation", raw / "validation.txt", "--vocab", vocab_path),
         *("--eval-negatives", EVAL_NEGATIVES, "--min-sentence-tokens", 3, "--seed", 0),
-        *("--output-dir", data, "--overwrite"),
+        *("--output-dir", data, "--overwrite", "--no-write-candidates"),
     )
     columns = ["--text-columns", "5,6", "--label-column", "4"]
     common.prepare(
@@ -174,6 +181,8 @@ def main() -> None:
     for encoder in encoders:
         hp = {**report["hyperparameters"], **BASE_HP, **ENCODER_HP[encoder], "enc0_token_embedding_dim": 50}
         hp.update({**pretrained, "enc0_vocab_size": len(vocab), **(QUICK_HP if args.quick else {})})
+        if args.epochs:
+            hp["epochs"] = args.epochs
         channels = {"train": [data / "train.jsonl"], "validation": [data / "validation.jsonl"]}
         if trimmed is not None:
             channels["auxiliary"] = [trimmed, vocab_path]
