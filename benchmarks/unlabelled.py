@@ -110,6 +110,12 @@ def main() -> None:
         type=int,
         help=f"cap on the epochs (default {BASE_HP['epochs']}, early stopping decides): a run's time budget",
     )
+    parser.add_argument(
+        "--hp",
+        type=json.loads,
+        default={},
+        help="JSON object of settings over the chosen ones, e.g. '{\"mlp_layers\": 0}' (noted in the rows)",
+    )
     args = parser.parse_args()
     encoders = [name for name in args.encoders.split(",") if name]
     unknown = sorted(set(encoders) - set(ENCODERS))
@@ -183,6 +189,7 @@ def main() -> None:
         hp.update({**pretrained, "enc0_vocab_size": len(vocab), **(QUICK_HP if args.quick else {})})
         if args.epochs:
             hp["epochs"] = args.epochs
+        hp.update(args.hp)
         channels = {"train": [data / "train.jsonl"], "validation": [data / "validation.jsonl"]}
         if trimmed is not None:
             channels["auxiliary"] = [trimmed, vocab_path]
@@ -199,7 +206,9 @@ def main() -> None:
             run.seconds,
             "GloVe-mean cosine",
             target=f">= {COSINE_TARGET}",
-            notes=f"dev Pearson {dev_r:.4f}; best epoch {run.best_epoch()}; {embeddings_note}",
+            notes=f"dev Pearson {dev_r:.4f}; best epoch {run.best_epoch()}; {embeddings_note}"
+            + (f"; epochs capped at {args.epochs}" if args.epochs else "")
+            + (f"; settings {json.dumps(args.hp)}" if args.hp else ""),
         )
         row.met, row.missed_by = common.judge_at_least(test_r, COSINE_TARGET)
         if peer is None:
