@@ -35,7 +35,7 @@ def environment(tmp_path: Path, hosts: list[str], current: str, interface: str |
     if interface:
         resource["network_interface_name"] = interface
     (config / "resourceconfig.json").write_text(json.dumps(resource))
-    return TrainingEnvironment(tmp_path, {}, {}, current, hosts, num_gpus=0, num_cpus=2)
+    return TrainingEnvironment(tmp_path, {}, {}, current, hosts, num_cpus=2)
 
 
 def hyperparameters(**extra: object) -> Hyperparameters:

@@ -20,9 +20,9 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from object2vec.cli import EXIT_ALGORITHM_ERROR, EXIT_CLIENT_ERROR, configure_logging
 from object2vec.config import Hyperparameters
-from object2vec.errors import AlgorithmError, ClientError
+from object2vec.errors import EXIT_ALGORITHM_ERROR, EXIT_CLIENT_ERROR, AlgorithmError, ClientError
+from object2vec.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 

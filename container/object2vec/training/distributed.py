@@ -44,8 +44,9 @@ from torch import nn
 from object2vec.config import Hyperparameters
 from object2vec.data.batching import Batch
 from object2vec.data.records import PairDataset
-from object2vec.environment import TrainingEnvironment
-from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
+from object2vec.environment import RESOURCE_CONFIG_FILE, TrainingEnvironment
+from object2vec.errors import AlgorithmError, ClientError, from_report, reported
+from object2vec.logs import configure_logging
 from object2vec.training import metrics
 from object2vec.training.metrics import MetricAccumulator
 from object2vec.training.signals import StopSignal
@@ -424,7 +425,7 @@ def _set_interface(name: str | None) -> None:
 def _network_interface(base_dir: Path) -> str | None:
     import json
 
-    path = base_dir / "input" / "config" / "resourceconfig.json"
+    path = base_dir / RESOURCE_CONFIG_FILE
     try:
         name = json.loads(path.read_text()).get("network_interface_name")
     except (OSError, ValueError, AttributeError):
@@ -449,7 +450,6 @@ def _positive_int(name: str, value: Any) -> int:
 
 
 ProcessTarget = Callable[[TrainingEnvironment, StopSignal, Topology, int], None]
-OUTCOMES = {"ClientError": ClientError, "TrainingStopped": TrainingStopped, "AlgorithmError": AlgorithmError}
 
 
 def run_local_processes(target: ProcessTarget, env: TrainingEnvironment, stop: StopSignal, topology: Topology) -> None:
@@ -491,7 +491,7 @@ def run_local_processes(target: ProcessTarget, env: TrainingEnvironment, stop: S
         _drain(reports, failures)
     if failures:
         _local_rank, kind, message = failures[0]
-        raise OUTCOMES.get(kind, AlgorithmError)(message)
+        raise from_report(kind, message)
     for local_rank, process in enumerate(processes):
         if process.exitcode != 0:
             raise AlgorithmError(f"training process {local_rank} ended with exit code {process.exitcode}")
@@ -500,19 +500,17 @@ def run_local_processes(target: ProcessTarget, env: TrainingEnvironment, stop: S
 def _local_process_main(
     target: ProcessTarget, env: TrainingEnvironment, topology: Topology, local_rank: int, reports: Any
 ) -> None:
-    from object2vec.cli import configure_logging
-
     configure_logging()
     stop = StopSignal.install()
     try:
         target(env, stop, topology, local_rank)
-    except (ClientError, TrainingStopped, AlgorithmError) as err:
-        reports.put((local_rank, type(err).__name__, str(err)))
-        raise SystemExit(1) from None
     except BaseException as err:  # noqa: BLE001 - reported to the parent, which writes the failure file
-        logger.error("%s", traceback.format_exc().rstrip())
-        reports.put((local_rank, "AlgorithmError", f"{type(err).__name__}: {err}"))
-        raise SystemExit(2) from None
+        failure = reported(err)
+        ours = failure is err
+        if not ours:  # an unexpected fault: its traceback is only here
+            logger.error("%s", traceback.format_exc().rstrip())
+        reports.put((local_rank, type(failure).__name__, str(failure)))
+        raise SystemExit(1 if ours else 2) from None
 
 
 def _drain(reports: Any, failures: list[tuple[int, str, str]]) -> None:
