@@ -30,9 +30,9 @@ import torch
 from torch import nn
 
 from object2vec.config import Hyperparameters
-from object2vec.data.records import open_data_file
 from object2vec.environment import Channel
 from object2vec.errors import ClientError
+from object2vec.record_format import open_data_file
 
 logger = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ from typing import IO, Any
 import orjson
 
 from object2vec.errors import ClientError
+from object2vec.record_format import is_gzip
 
 MAX_LINE_CHARS = 1 << 20  # 1 MiB of text per line: far above any sentence, document or ratings row
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 def open_text(path: Path) -> IO[str]:
     """Open a UTF-8 text file for reading, transparently gunzipping it when it is gzip-compressed."""
     try:
         with path.open("rb") as probe:
-            compressed = probe.read(2) == GZIP_MAGIC
+            compressed = is_gzip(probe.read(2))
         if compressed:
             return gzip.open(path, "rt", encoding="utf-8", newline="")
         return path.open("r", encoding="utf-8", newline="")

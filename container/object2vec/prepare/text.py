@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from object2vec.config import MAX_SEQ_LEN_LIMIT  # the largest encX_max_seq_len the trainer accepts
 from object2vec.errors import ClientError
 from object2vec.prepare.io import write_json
 
@@ -37,7 +38,6 @@ RESERVED_SCHEMES: dict[str, tuple[str, ...]] = {
 }
 # Words (letters, digits, underscore; inner apostrophes kept: "don't") or single punctuation marks.
 TOKEN_PATTERN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]")
-MAX_SEQ_LEN_LIMIT = 5000  # the largest encX_max_seq_len the trainer accepts
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class LengthStats:
         return self.longest
 
     def suggest(self, q: float, cap: int = 0) -> int:
-        """A max_seq_len covering q% of the sequences, within the trainer's range [1, 5000]."""
+        """A max_seq_len covering q% of the sequences, within the trainer's range [1, MAX_SEQ_LEN_LIMIT]."""
         length = self.percentile(q)
         if cap:
             length = min(length, cap)

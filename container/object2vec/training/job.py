@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from object2vec.config import Hyperparameters
-from object2vec.data.pipe import PipeEpochs
+from object2vec.data.pipe import PipeEpochs, read_pipe
 from object2vec.data.pretrained import initialise_transformers, read_transformer_checkpoints, transformer_specs
 from object2vec.data.records import PairDataset, read_channel
 from object2vec.data.sampling import describe_negative_sampling
@@ -40,7 +40,6 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
     hp = Hyperparameters.from_dict(env.hyperparameters)
     logger.info("Final configuration: %s", json.dumps(hp.to_dict(), sort_keys=True))
     check_channels(env)
-    check_features_available(hp)
     check_auxiliary_files(hp, env.channels.get(AUXILIARY))
     read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))  # fail fast: config and weights header only
     topology = plan_topology(env, hp)
@@ -193,13 +192,6 @@ def check_channels(env: TrainingEnvironment) -> None:
         raise ClientError("the train channel is required: give the training job a channel named train")
 
 
-def check_features_available(hp: Hyperparameters) -> None:
-    """Features whose hyperparameters are accepted but which this version cannot run yet."""
-    missing: list[str] = []  # none at present: every documented feature runs
-    if missing:
-        raise ClientError(f"not supported by this version yet: {', '.join(missing)}; remove or reset them")
-
-
 def read_train_channel(env: TrainingEnvironment, hp: Hyperparameters, stop: StopSignal) -> PairDataset | PipeEpochs:
     """In Pipe mode, one FIFO per epoch: the records are read as each epoch begins."""
     channel = env.channels["train"]
@@ -213,7 +205,9 @@ def shard(dist: Distributed, env: TrainingEnvironment, name: str, dataset: PairD
 
 def read_optional_channel(env: TrainingEnvironment, name: str, hp: Hyperparameters) -> PairDataset | None:
     channel = env.channels.get(name)
-    return read_channel(channel, hp) if channel is not None else None
+    if channel is None:
+        return None
+    return read_pipe(channel, hp) if channel.input_mode == "Pipe" else read_channel(channel, hp)
 
 
 def _size(dataset: PairDataset | None) -> int:
