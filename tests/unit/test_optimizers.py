@@ -110,8 +110,10 @@ def test_row_sparse_adam_is_sparse_adam_plus_adam_and_checkpoints() -> None:
     assert not torch.equal(after[:10], before[:10]) and torch.equal(after[10:], before[10:])
     state = optimizer.state_dict()
     copy = make_optimizer(hp, model)
+    assert copy.state_dict() != state  # a new optimizer has no moments yet
     copy.load_state_dict(state)  # type: ignore[arg-type]
-    assert len(optimizer.param_groups) == 2
+    assert len(copy.param_groups) == 2
+    torch.testing.assert_close(copy.state_dict(), state)
 
 
 def test_plain_dense_path_is_unchanged() -> None:

@@ -97,9 +97,6 @@ class PairDataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def inputs(self, index: int) -> TokenSequences:
-        return self.in0 if index == 0 else self.in1
-
 
 def read_channel(channel: Channel, hp: Hyperparameters) -> PairDataset:
     """Every record of a File or FastFile channel, validated against the hyperparameters.
