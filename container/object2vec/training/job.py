@@ -25,9 +25,13 @@ from object2vec.retrieval.candidates import CandidateBlock, read_catalogue
 from object2vec.retrieval.index_file import INDEX_FILE
 from object2vec.threads import describe_wait_policy, free_cores, thread_count
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
-from object2vec.training.distributed import Distributed, Topology, connect, plan_topology, run_local_processes
+from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import log_quality
+from object2vec.training.processes import run_local_processes
+from object2vec.training.rendezvous import connect
+from object2vec.training.sharding import shard
 from object2vec.training.signals import StopSignal
+from object2vec.training.topology import Topology, plan_topology
 from object2vec.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -84,8 +88,8 @@ def train_with(
     # The catalogue is read (and checked) before training, so that a bad one fails in seconds, not
     # after hours; only the master writes the model, so only it needs it.
     catalogue = read_catalogue(env.channels[CANDIDATES], hp) if CANDIDATES in env.channels and dist.is_master else None
-    validation = shard(dist, env, "validation", read_optional_channel(env, "validation", hp))
-    test = shard(dist, env, "test", read_optional_channel(env, "test", hp))
+    validation = shard_channel(dist, env, "validation", read_optional_channel(env, "validation", hp))
+    test = shard_channel(dist, env, "test", read_optional_channel(env, "test", hp))
     clock["data"] = time.perf_counter()
 
     checkpoints = read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))
@@ -198,9 +202,11 @@ def read_train_channel(env: TrainingEnvironment, hp: Hyperparameters, stop: Stop
     return PipeEpochs(channel, hp, stop) if channel.input_mode == "Pipe" else read_channel(channel, hp)
 
 
-def shard(dist: Distributed, env: TrainingEnvironment, name: str, dataset: PairDataset | None) -> PairDataset | None:
+def shard_channel(
+    dist: Distributed, env: TrainingEnvironment, name: str, dataset: PairDataset | None
+) -> PairDataset | None:
     """This process's part of an evaluation channel (the metrics are all-reduced)."""
-    return dist.shard(dataset, env.channels[name].distribution) if dataset is not None else None
+    return shard(dist, dataset, env.channels[name].distribution) if dataset is not None else None
 
 
 def read_optional_channel(env: TrainingEnvironment, name: str, hp: Hyperparameters) -> PairDataset | None:

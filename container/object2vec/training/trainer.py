@@ -18,16 +18,17 @@ import torch
 import torch.nn.functional as F
 
 from object2vec.config import Hyperparameters
-from object2vec.data.batching import iterate_batches, length_sorted_batches
+from object2vec.data.batching import group_batch_size, iterate_batches, length_sorted_batches
 from object2vec.data.records import PairDataset
 from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
 from object2vec.model.object2vec import Object2VecModel
 from object2vec.training.checkpoint import Checkpointer, Position, Resume
-from object2vec.training.distributed import FULLY_REPLICATED, Distributed
+from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
 from object2vec.training.optimizers import eager, make_embedding_optimizer, needs_embedding_optimizer
 from object2vec.training.pretrained_lr import add_warmup, pretrained_param_groups
+from object2vec.training.sharding import FULLY_REPLICATED, BatchStream, split_of
 from object2vec.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class Trainer:
         self.model = model
         self.dist = dist or Distributed.single(device)
         self.net = self.dist.wrap(model)  # what training steps run through (DDP or the model)
-        self.train_split = self.dist.split(train_distribution)
+        self.train_split = split_of(self.dist, train_distribution)
         self.checkpointer = checkpointer or Checkpointer(None, self.dist, {})
         self.resume: Resume | None = None
         self.stopped_at = 0  # steps done in the epoch a stop cut short
@@ -177,9 +178,10 @@ class Trainer:
         start = time.perf_counter()
         train = with_negatives(train, hp.negative_sampling_rate, self.generator)  # drawn afresh each epoch
         # Each process takes its slice of every global mini-batch; all stop after the same step.
-        stream = self.dist.batches(
-            lambda size: iterate_batches(train, size, self.generator, hp.bucket_width),
-            hp.mini_batch_size,
+        size = group_batch_size(hp.mini_batch_size, self.train_split.size, self.dist.world_size)
+        stream = BatchStream(
+            self.dist,
+            lambda: iterate_batches(train, size, self.generator, hp.bucket_width),
             self.train_split,
             self.stop,
             skip,
