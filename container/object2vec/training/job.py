@@ -104,7 +104,7 @@ def train_with(
     trainer = Trainer(model, hp, device, env.current_host, stop, dist, checkpointer, env.channels["train"].distribution)
     clock["model"] = time.perf_counter()
     with stop.deferred():
-        result = trainer.fit(train, validation, checkpointer.resume(trainer))
+        result = trainer.fit(train, validation, trainer.restore())
         clock["training"] = time.perf_counter()
         if result.best_state is None:
             raise TrainingStopped(

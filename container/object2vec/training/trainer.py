@@ -23,7 +23,7 @@ from object2vec.data.records import PairDataset
 from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
 from object2vec.model.object2vec import Object2VecModel
-from object2vec.training.checkpoint import Checkpointer, Position, Resume
+from object2vec.training.checkpoint import Checkpointer, Position
 from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
 from object2vec.training.optimizers import eager, make_embedding_optimizer, needs_embedding_optimizer
@@ -81,6 +81,16 @@ class FitResult:
     epochs_without_improvement: int = 0
 
 
+@dataclass
+class Resume:
+    """What `Trainer.fit` continues from (`Trainer.load_state_dict` makes it from a checkpoint)."""
+
+    result: FitResult  # best model and loss, early-stopping state, history
+    position: Position
+    train_count: int  # records and metric sums of the epoch's steps already done (rank 0 only)
+    train_sums: dict[str, torch.Tensor]
+
+
 class Trainer:
     def __init__(
         self,
@@ -124,7 +134,7 @@ class Trainer:
             train_metrics = self.train_epoch(data, epoch, first.step if epoch == first.epoch else 0)
             if train_metrics is None:  # stopped mid-epoch: every process after the same step
                 result.stopped_by = self.stop.requested or "a stop request on another host"
-                self.checkpointer.save(self, result, Position(epoch, self.stopped_at), self.partial)
+                self.checkpoint(result, Position(epoch, self.stopped_at), self.partial)
                 break
             metrics = {f"train:{k}": v for k, v in train_metrics.items()}
             if validation is not None:
@@ -148,7 +158,7 @@ class Trainer:
             else:
                 result.epochs_without_improvement += 1
             log_progress(self.host, 100.0 * (epoch + 1) / hp.epochs)
-            self.checkpointer.save(self, result, Position(epoch + 1, 0), None)
+            self.checkpoint(result, Position(epoch + 1, 0))
             if self.dist.agree([int(bool(self.stop.requested))])[0]:
                 result.stopped_by = self.stop.requested or "a stop request on another host"
                 break
@@ -218,6 +228,70 @@ class Trainer:
             accumulator.add(self.model(batch.in0, batch.in1), batch.labels)
         self.dist.all_reduce_(accumulator)  # each process scored its shard
         return accumulator.result()
+
+    def checkpoint(
+        self, result: FitResult, position: Position, partial: tuple[int, dict[str, Any]] | None = None
+    ) -> None:
+        if self.checkpointer.writes:
+            self.checkpointer.save(self.state_dict(result, position, partial), position)
+
+    def state_dict(
+        self, result: FitResult, position: Position, partial: tuple[int, dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Everything a run needs to continue from `position` as if never stopped (see training/checkpoint.py)."""
+        count, sums = partial if partial is not None else (0, {})
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": result.best_state,
+            "fit": {
+                "best_epoch": result.best_epoch,
+                "best_loss": result.best_loss,
+                "epochs_completed": result.epochs_completed,
+                "reference": result.reference,
+                "epochs_without_improvement": result.epochs_without_improvement,
+                "history": result.history,
+            },
+            "train_sums": {"count": count, "sums": dict(sums)},
+            "rng": {
+                # mid-epoch: the generators as the epoch began, so it draws the same order again
+                "generators": self.generator_states(at_epoch_start=position.step > 0),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], position: Position) -> Resume:
+        """Restore a `state_dict` saved at `position`; what `fit` then continues from."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.set_generator_states(state["rng"]["generators"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        fit = state["fit"]
+        result = FitResult(
+            best_epoch=fit["best_epoch"],
+            best_loss=fit["best_loss"],
+            best_state=state["best_state"],
+            epochs_completed=fit["epochs_completed"],
+            history=fit["history"],
+            reference=fit["reference"],
+            epochs_without_improvement=fit["epochs_without_improvement"],
+        )
+        sums = state["train_sums"]
+        logger.info(
+            "Resuming from the checkpoint of epoch %d, step %d (best epoch so far: %s)",
+            position.epoch,
+            position.step,
+            fit["best_epoch"],
+        )
+        return Resume(result, position, sums["count"], sums["sums"])
+
+    def restore(self) -> Resume | None:
+        """Load the newest checkpoint every process has; None (start from scratch) when there is none."""
+        loaded = self.checkpointer.load()
+        return self.load_state_dict(loaded[1], loaded[0]) if loaded is not None else None
 
     def generator_states(self, at_epoch_start: bool = False) -> dict[str, torch.Tensor]:
         """States of every torch.Generator this trainer holds (now, or as the epoch began)."""
