@@ -14,8 +14,8 @@ from object2vec.config import Hyperparameters
 from object2vec.data.batching import Tokens
 from object2vec.data.vocab import FROZEN_ROWS
 from object2vec.model.object2vec import Object2VecModel
-from object2vec.training.optimizers import OptimizerGroup, eager, token_embeddings
-from object2vec.training.trainer import compute_loss, make_optimizer
+from object2vec.training.optimizers import OptimizerGroup, eager, make_optimizer, token_embeddings
+from object2vec.training.trainer import compute_loss
 
 
 def make_hp(**changes: object) -> Hyperparameters:

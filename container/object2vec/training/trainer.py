@@ -26,41 +26,13 @@ from object2vec.model.object2vec import Object2VecModel
 from object2vec.training.checkpoint import Checkpointer, Position
 from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
-from object2vec.training.optimizers import eager, make_embedding_optimizer, needs_embedding_optimizer
-from object2vec.training.pretrained_lr import add_warmup, pretrained_param_groups
+from object2vec.training.optimizers import make_optimizer
 from object2vec.training.sharding import FULLY_REPLICATED, BatchStream, split_of
 from object2vec.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 4096  # evaluation has no gradients, so larger batches are cheap
-
-
-def make_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer of hp.optimizer; a pretrained transformer gets its own learning rate and
-    warm-up (training/pretrained_lr.py)."""
-    if needs_embedding_optimizer(hp, model):  # row_sparse or frozen pretrained rows
-        return add_warmup(make_embedding_optimizer(hp, model))  # type: ignore[no-any-return]
-    return add_warmup(_dense_optimizer(hp, model))  # type: ignore[no-any-return]
-
-
-def _dense_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = pretrained_param_groups(hp, model, (p for p in model.parameters() if p.requires_grad))
-    lr, decay = hp.learning_rate, hp.weight_decay
-    # The fused kernels update all parameters in one pass: several times faster than the
-    # per-tensor loop on CPU as on GPU.
-    # eager(): the same optimizers, without torch.optim's slow import of torch._dynamo.
-    if hp.optimizer == "adam":
-        return eager(torch.optim.Adam)(params, lr=lr, weight_decay=decay, fused=True)
-    if hp.optimizer == "adagrad":
-        return eager(torch.optim.Adagrad)(params, lr=lr, weight_decay=decay, fused=True)
-    if hp.optimizer == "sgd":
-        return eager(torch.optim.SGD)(params, lr=lr, weight_decay=decay, fused=True)
-    if hp.optimizer == "rmsprop":
-        return eager(torch.optim.RMSprop)(params, lr=lr, weight_decay=decay)
-    # AdaDelta adapts its own step size; like MXNet's AdaDelta (the original's engine) it takes
-    # no learning rate, so learning_rate is not applied (lr=1.0 is the unscaled update).
-    return eager(torch.optim.Adadelta)(params, lr=1.0, weight_decay=decay)
 
 
 def compute_loss(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -> torch.Tensor:
