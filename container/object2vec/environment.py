@@ -34,6 +34,7 @@ HYPERPARAMETERS_FILE = CONFIG_DIR / "hyperparameters.json"
 RESOURCE_CONFIG_FILE = CONFIG_DIR / "resourceconfig.json"
 INPUT_DATA_CONFIG_FILE = CONFIG_DIR / "inputdataconfig.json"
 DATA_DIR = Path("input/data")
+AUXILIARY = "auxiliary"  # the channel of vocabulary, embedding and transformer files
 FAILURE_FILE = Path("output/failure")  # DescribeTrainingJob's FailureReason
 SUCCESS_FILE = Path("output/success")
 MAX_HYPERPARAMETERS = 100  # CreateTrainingJob's limit; anything larger is not from SageMaker

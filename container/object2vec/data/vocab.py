@@ -30,13 +30,12 @@ import torch
 from torch import nn
 
 from object2vec.config import Hyperparameters
-from object2vec.environment import Channel
+from object2vec.environment import AUXILIARY, Channel
 from object2vec.errors import ClientError
 from object2vec.record_format import open_data_file
 
 logger = logging.getLogger(__name__)
 
-AUXILIARY = "auxiliary"
 MAX_VOCAB_FILE_BYTES = 1 << 30  # a 3,000,000-token vocab is well below 1 GiB of JSON
 LISTED_FILES = 10  # how many of the channel's files a "not found" message names
 FROZEN_ROWS = "frozen_rows"  # the non-persistent (V,) bool buffer set on a token embedding

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from object2vec.environment import TrainingEnvironment
+from object2vec.local_job import copy_job, lay_out_job
+
+SAMPLE = Path(__file__).resolve().parents[2] / "local_test" / "test_dir"
+
+
+def test_a_laid_out_job_reads_back_as_sagemaker_would_give_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "records.jsonl"
+    source.write_text('{"in0": [1], "in1": [2], "label": 0}\n')
+    base = lay_out_job(
+        tmp_path / "opt" / "ml",
+        {"enc0_vocab_size": 10, "epochs": "2", "tied_token_embedding_weight": True},
+        {"train": [source], "validation": b'{"in0": [1], "in1": [2], "label": 1}\n', "auxiliary": None},
+        hosts=["algo-1", "algo-2"],
+        current_host="algo-2",
+        modes={"validation": "Pipe"},
+        checkpoints=True,
+    )
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
+    env = TrainingEnvironment.from_sagemaker()
+    assert env.hyperparameters == {"enc0_vocab_size": 10, "epochs": 2, "tied_token_embedding_weight": True}
+    assert (env.current_host, env.hosts) == ("algo-2", ["algo-1", "algo-2"])
+    assert sorted(env.channels) == ["auxiliary", "train", "validation"]
+    assert env.channels["validation"].input_mode == "Pipe" and env.channels["train"].input_mode == "File"
+    assert env.channels["train"].content_type == "application/jsonlines"
+    assert env.channels["auxiliary"].content_type is None
+    assert (base / "input" / "data" / "train" / "records.jsonl").read_text() == source.read_text()
+    assert (base / "input" / "data" / "validation" / "validation.jsonl").exists()
+    assert not any((base / "input" / "data" / "auxiliary").iterdir())
+    assert all((base / name).is_dir() for name in ("model", "output", "checkpoints"))
+
+
+def test_a_copied_job_has_the_changed_hyperparameters_and_empty_outputs(tmp_path: Path) -> None:
+    base = copy_job(SAMPLE, tmp_path / "job", epochs="7")
+    hp = json.loads((base / "input" / "config" / "hyperparameters.json").read_text())
+    original = json.loads((SAMPLE / "input" / "config" / "hyperparameters.json").read_text())
+    assert hp == {**original, "epochs": "7"}
+    assert not any((base / "model").iterdir()) and not any((base / "output").iterdir())
