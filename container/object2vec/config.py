@@ -398,7 +398,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "retrieval_ivf_nlist": (_auto_or_int(1, 1_000_000), None),
     "retrieval_ivf_nprobe": (_auto_or_int(1, 1_000_000), None),
     "retrieval_top_n": (_int_in(1, MAX_TOP_N), 100),
-    "retrieval_score_class": (_auto_or_int(0, 29), None),
+    "retrieval_score_class": (_auto_or_int(0, MAX_NUM_CLASSES - 1), None),
 }
 _PUBLIC_KEYS = {name for name in _SPECS if not name.startswith("_")}
 # Fields whose None stands for "auto" (written as "auto" by to_dict).
