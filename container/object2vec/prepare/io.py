@@ -22,7 +22,7 @@ import orjson
 
 from object2vec.errors import ClientError
 from object2vec.files import atomic_path
-from object2vec.record_format import is_gzip
+from object2vec.record_format import INPUT_KEYS, LABEL_KEY, is_gzip
 
 MAX_LINE_CHARS = 1 << 20  # 1 MiB of text per line: far above any sentence, document or ratings row
 
@@ -157,7 +157,7 @@ class JsonlWriter:
 
 def pair(in0: list[int], in1: list[int], label: int | float) -> dict[str, Any]:
     """One training record in the order the AWS notebooks write it."""
-    return {"in0": in0, "in1": in1, "label": label}
+    return {INPUT_KEYS[0]: in0, INPUT_KEYS[1]: in1, LABEL_KEY: label}
 
 
 def write_json(path: Path, value: Any) -> None:
