@@ -13,13 +13,12 @@ import importlib
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from object2vec import program_name
-from object2vec.errors import AlgorithmError, TrainingStopped, reported
+from object2vec.errors import TrainingStopped, failure_of
 from object2vec.logs import configure_logging
 from object2vec.threads import configure_threads
 
@@ -109,9 +108,8 @@ def _fail(stop: StopSignal, failure_file: Path, err: BaseException) -> int:
     also carry the traceback.
     """
     stop.close()
-    failure = reported(err)
-    detail = traceback.format_exc() if isinstance(failure, AlgorithmError) else ""
-    text = f"{type(failure).__name__}: {failure}"
+    failure = failure_of(err)
+    text, detail = failure.text, failure.detail
     logger.error("Reporting training FAILURE: %s", text)
     if detail:
         logger.error("%s", detail.rstrip())

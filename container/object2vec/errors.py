@@ -8,6 +8,9 @@ error a program reports, so that one place (object2vec.cli) writes the failure f
 
 from __future__ import annotations
 
+import traceback
+from dataclasses import dataclass
+
 EXIT_CLIENT_ERROR = 1
 EXIT_ALGORITHM_ERROR = 2
 EXIT_STOPPED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
@@ -57,6 +60,22 @@ def reported(err: BaseException) -> ClientError | AlgorithmError | TrainingStopp
     if isinstance(err, (ClientError, AlgorithmError, TrainingStopped)):
         return err
     return AlgorithmError(f"{type(err).__name__}: {err}")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a program reports an error: the line users read, the traceback of an internal fault, the exit code."""
+
+    text: str  # "ClientError: <message>": the failure file's first line, DescribeTrainingJob's FailureReason
+    detail: str  # the traceback, for an internal fault only ("" otherwise)
+    exit_code: int
+
+
+def failure_of(err: BaseException) -> Failure:
+    """The one mapping from an exception to what a program reports; call it where `err` is being handled."""
+    error = reported(err)
+    detail = traceback.format_exc() if isinstance(error, AlgorithmError) else ""
+    return Failure(f"{type(error).__name__}: {error}", detail, error.exit_code)
 
 
 def from_report(kind: str, message: str) -> Object2VecError:

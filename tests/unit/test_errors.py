@@ -8,6 +8,7 @@ from object2vec.errors import (
     ClientError,
     RequestError,
     TrainingStopped,
+    failure_of,
     from_report,
     reported,
 )
@@ -35,3 +36,17 @@ def test_a_report_names_its_class_and_an_unknown_kind_is_an_internal_fault() -> 
         err = from_report(kind, "message")
         assert type(err) is cls and str(err) == "message"
     assert type(from_report("KeyboardInterrupt", "x")) is AlgorithmError
+
+
+def test_one_failure_text_per_error_with_the_traceback_of_internal_faults_only() -> None:
+    try:
+        raise ClientError("enc_dim=3 must be at least 4")
+    except ClientError as err:
+        failure = failure_of(err)
+    assert (failure.text, failure.detail, failure.exit_code) == ("ClientError: enc_dim=3 must be at least 4", "", 1)
+    try:
+        {}["missing"]
+    except KeyError as err:
+        failure = failure_of(err)
+    assert failure.text == "AlgorithmError: KeyError: 'missing'" and failure.exit_code == 2
+    assert failure.detail.startswith("Traceback") and "KeyError" in failure.detail
