@@ -3,15 +3,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from object2vec.environment import TrainingEnvironment
 from object2vec.local_job import copy_job, lay_out_job
 
 SAMPLE = Path(__file__).resolve().parents[2] / "local_test" / "test_dir"
 
 
-def test_a_laid_out_job_reads_back_as_sagemaker_would_give_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_job_is_laid_out_as_sagemaker_writes_it(tmp_path: Path) -> None:
+    # `train` reading such a folder is what the integration tests do (tests/integration/jobs.py).
     source = tmp_path / "records.jsonl"
     source.write_text('{"in0": [1], "in1": [2], "label": 0}\n')
     base = lay_out_job(
@@ -23,14 +21,18 @@ def test_a_laid_out_job_reads_back_as_sagemaker_would_give_it(tmp_path: Path, mo
         modes={"validation": "Pipe"},
         checkpoints=True,
     )
-    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(base))
-    env = TrainingEnvironment.from_sagemaker()
-    assert env.hyperparameters == {"enc0_vocab_size": 10, "epochs": 2, "tied_token_embedding_weight": True}
-    assert (env.current_host, env.hosts) == ("algo-2", ["algo-1", "algo-2"])
-    assert sorted(env.channels) == ["auxiliary", "train", "validation"]
-    assert env.channels["validation"].input_mode == "Pipe" and env.channels["train"].input_mode == "File"
-    assert env.channels["train"].content_type == "application/jsonlines"
-    assert env.channels["auxiliary"].content_type is None
+    config = base / "input" / "config"
+    hp = json.loads((config / "hyperparameters.json").read_text())
+    assert hp == {"enc0_vocab_size": "10", "epochs": "2", "tied_token_embedding_weight": "true"}  # strings, as sent
+    assert json.loads((config / "resourceconfig.json").read_text()) == {
+        "current_host": "algo-2",
+        "hosts": ["algo-1", "algo-2"],
+    }
+    channels = json.loads((config / "inputdataconfig.json").read_text())
+    assert sorted(channels) == ["auxiliary", "train", "validation"]
+    assert channels["validation"]["TrainingInputMode"] == "Pipe" and channels["train"]["TrainingInputMode"] == "File"
+    assert channels["train"]["ContentType"] == "application/jsonlines" and "ContentType" not in channels["auxiliary"]
+    assert {spec["S3DistributionType"] for spec in channels.values()} == {"FullyReplicated"}
     assert (base / "input" / "data" / "train" / "records.jsonl").read_text() == source.read_text()
     assert (base / "input" / "data" / "validation" / "validation.jsonl").exists()
     assert not any((base / "input" / "data" / "auxiliary").iterdir())
