@@ -122,6 +122,7 @@ def test_plain_dense_path_is_unchanged() -> None:
     assert isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
 
 
+@pytest.mark.slow  # seconds: left out of `make test-unit`
 def test_training_never_imports_torch_dynamo() -> None:
     # torch.optim would import it (and sympy, inductor) on the first optimizer: seconds of start-up.
     code = """
