@@ -1,4 +1,4 @@
-"""training/distributed.py: a one-process job runs no collective."""
+"""training/distributed.py: a one-process job runs no collective (several: tests/integration)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,14 @@
 """One training job over several processes: this process's place in it and the collectives it runs.
 
-A job runs one process per GPU on each host (training/topology.py plans them, training/processes.py
-starts and supervises them, training/rendezvous.py joins them into one torch.distributed group:
-NCCL between GPUs, gloo on the CPU, training/sharding.py shares out the records). The model is
-wrapped in DistributedDataParallel, so every process holds the same weights after every step.
+A job runs one process per GPU on each host, hosts from resourceconfig.json:
+- training/topology.py plans where each process runs;
+- training/processes.py starts a host's processes and supervises them;
+- training/rendezvous.py joins them into one torch.distributed group (NCCL between GPUs, gloo on
+  the CPU);
+- training/sharding.py shares out the records and keeps the processes in step;
+- this module is one process's view of the group: its rank and the collectives it runs.
+The model is wrapped in DistributedDataParallel, so every process holds the same weights after
+every step.
 
 Metrics are sums and counts, all-reduced, so the lines the master writes are those of the whole
 job; other processes write none. Stop requests are agreed on at every step (one tiny all-reduce

@@ -56,8 +56,8 @@ class BatchStream:
     Before every step all processes sum two flags: "I have been through my shard" and "a stop
     was requested". The epoch ends when every process has been through its shard once; one that
     finishes early (a smaller ShardedByS3Key shard) goes round again meanwhile; any stop request
-    stops all of them after the same step. `steps` counts the slices handed out (skipped ones included); `stopped`
-    tells the caller that the epoch was cut short.
+    stops all of them after the same step. `steps` counts the slices handed out (skipped ones
+    included); `stopped` tells the caller that the epoch was cut short.
     """
 
     def __init__(

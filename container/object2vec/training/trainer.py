@@ -71,7 +71,7 @@ class Trainer:
         device: torch.device,
         host: str,
         stop: StopSignal,
-        dist: Distributed | None = None,  # several processes: see training/distributed.py
+        dist: Distributed | None = None,  # several processes: see training/distributed.py and sharding.py
         checkpointer: Checkpointer | None = None,
         train_distribution: str = FULLY_REPLICATED,  # the train channel's S3DistributionType
     ) -> None:
