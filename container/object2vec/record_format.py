@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import orjson
 
 JSONLINES = "application/jsonlines"  # what answers and prepare's reports use
 # Other spellings of JSON Lines seen in the wild, accepted wherever JSONLINES is.
@@ -19,6 +21,7 @@ INPUT_KEYS = ("in0", "in1")  # encoder 0's and encoder 1's token ids
 LABEL_KEY = "label"
 RECORD_EXAMPLE = '{"in0": [1, 2], "in1": [3], "label": 0}'
 GZIP_MAGIC = b"\x1f\x8b"  # compression is recognised by content, never by file name
+MAX_VOCAB_FILE_BYTES = 1 << 30  # a 3,000,000-token vocab is well below 1 GiB of JSON
 
 
 def is_jsonlines(content_type: str) -> bool:
@@ -49,6 +52,26 @@ def list_data_files(root: Path) -> list[Path]:
         for path in root.rglob("*")
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
     )
+
+
+class TooLarge(ValueError):
+    """A file beyond its size bound."""
+
+
+def read_vocab_file(path: Path) -> Any:
+    """The JSON value of a vocabulary file (token -> id), plain or gzip, at most MAX_VOCAB_FILE_BYTES.
+
+    Training (data/vocab.py) and prepare (prepare/text.py) each check the ids by their own rules.
+    Raises TooLarge, OSError or EOFError (unreadable, or a corrupt gzip stream), or
+    orjson.JSONDecodeError (a ValueError).
+    """
+    if path.stat().st_size > MAX_VOCAB_FILE_BYTES:
+        raise TooLarge(f"is larger than {MAX_VOCAB_FILE_BYTES} bytes")
+    with open_data_file(path) as stream:
+        text = stream.read(MAX_VOCAB_FILE_BYTES + 1)  # bounded: a small gzip file can expand a lot
+    if len(text) > MAX_VOCAB_FILE_BYTES:
+        raise TooLarge(f"is larger than {MAX_VOCAB_FILE_BYTES} bytes")
+    return orjson.loads(text)
 
 
 def vocab_error(side: int, value: int, vocab_size: int, where: str, approximate: bool = False) -> str:

@@ -3,15 +3,19 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import orjson
 import pytest
 
+from object2vec import record_format
 from object2vec.record_format import (
     JSONLINES,
     JSONLINES_TYPES,
+    TooLarge,
     is_gzip,
     is_jsonlines,
     list_data_files,
     open_data_file,
+    read_vocab_file,
     vocab_error,
 )
 
@@ -57,3 +61,18 @@ def test_the_vocab_message_training_and_serving_share() -> None:
     )
     assert 'Vocab id "-1" is negative' in vocab_error(0, -1, 40, "instance 0")
     assert 'Vocab id "about 123" is not less' in vocab_error(0, 123, 40, "x", approximate=True)
+
+
+def test_a_vocab_file_is_read_plain_or_gzip_within_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vocab = {"the": 0, "cat": 1}
+    plain, packed = tmp_path / "vocab.json", tmp_path / "vocab.json.gz"
+    plain.write_bytes(orjson.dumps(vocab))
+    packed.write_bytes(gzip.compress(orjson.dumps({f"token{i}": i for i in range(100)})))
+    assert read_vocab_file(plain) == vocab
+    assert len(read_vocab_file(packed)) == 100
+    monkeypatch.setattr(record_format, "MAX_VOCAB_FILE_BYTES", len(packed.read_bytes()) + 1)
+    with pytest.raises(TooLarge):  # small on disk, too large once decompressed
+        read_vocab_file(packed)
+    monkeypatch.setattr(record_format, "MAX_VOCAB_FILE_BYTES", 5)
+    with pytest.raises(TooLarge, match="is larger than 5 bytes"):
+        read_vocab_file(plain)

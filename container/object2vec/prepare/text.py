@@ -28,6 +28,7 @@ import orjson
 from object2vec.config import MAX_SEQ_LEN_LIMIT  # the largest encX_max_seq_len the trainer accepts
 from object2vec.errors import ClientError
 from object2vec.prepare.io import write_json
+from object2vec.record_format import TooLarge, read_vocab_file
 
 UNK = "<unk>"
 RESERVED_SCHEMES: dict[str, tuple[str, ...]] = {
@@ -95,10 +96,12 @@ class Vocab:
     def read(cls, path: Path, option: str = "--vocab") -> Vocab:
         """A vocab.json (token -> id); <unk>, if present, receives unknown tokens."""
         try:
-            data = orjson.loads(path.read_bytes())
+            data = read_vocab_file(path)
         except FileNotFoundError as err:
             raise ClientError(f"{option} {path}: no such file") from err
-        except (OSError, orjson.JSONDecodeError) as err:
+        except TooLarge as err:
+            raise ClientError(f"{option} {path}: {err}; not a vocab file") from err
+        except (OSError, EOFError, orjson.JSONDecodeError) as err:
             raise ClientError(f"{option} {path}: not a readable JSON file ({err})") from err
         if not isinstance(data, dict) or not data:
             raise ClientError(
