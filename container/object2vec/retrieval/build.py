@@ -42,8 +42,10 @@ class IndexBuilder:
         self.hp = hp
         self.side: int | None = None
         self.ids: list[bytes] = []
-        self.vectors: list[np.ndarray] = []
+        self.vectors: list[np.ndarray] = []  # (b, enc_dim) float32 per block, until the index takes them
+        self.vector_sum: np.ndarray | None = None  # (enc_dim,) float64: the catalogue's mean encoding
         self.probe_tokens: list[list[int]] = []
+        self.probe_vectors: list[np.ndarray] = []
         self.started = time.monotonic()
         self.started_cpu = time.process_time()  # CPU seconds of every thread: the build's cost in core-seconds
         self._last_progress = self.started
@@ -59,10 +61,13 @@ class IndexBuilder:
         if not np.isfinite(vectors).all():
             raise AlgorithmError("the model encodes some candidates to non-finite values (NaN or infinity)")
         self.vectors.append(vectors)
+        block_sum = vectors.sum(axis=0, dtype=np.float64)
+        self.vector_sum = block_sum if self.vector_sum is None else self.vector_sum + block_sum
         self.ids.extend(block.ids)
         for index in range(min(PROBES - len(self.probe_tokens), len(block))):
             start, length = int(block.sequences.offsets[index]), int(block.sequences.lengths[index])
             self.probe_tokens.append(block.sequences.values[start : start + length].tolist())
+            self.probe_vectors.append(vectors[index].copy())
         now = time.monotonic()
         if now - self._last_progress >= PROGRESS_SECONDS:
             self._last_progress = now
@@ -73,16 +78,15 @@ class IndexBuilder:
     def finish(self, model_dir: Path) -> dict[str, Any]:
         """Build the faiss index and write model_dir/retrieval.index; returns what the header says."""
         assert self.side is not None and self.ids, "finish() needs at least one block"
+        assert self.vector_sum is not None
         encoded = time.monotonic()
-        vectors = np.concatenate(self.vectors) if len(self.vectors) > 1 else self.vectors[0]  # (n, d)
-        self.vectors = []
-        count, enc_dim = vectors.shape
+        count, enc_dim = len(self.ids), self.vectors[0].shape[1]
         plan = vector_index.plan_search(count, enc_dim, self.hp)
-        index, plan = vector_index.build(vectors, plan, self.hp.seed)
+        index, plan = vector_index.build(self.vectors, plan, self.hp.seed)  # takes (and empties) the blocks
         indexed = time.monotonic()
         id_bytes = np.frombuffer(b"".join(self.ids), dtype=np.uint8)
         id_offsets = np.zeros(count + 1, dtype=np.int64)
-        np.cumsum([len(key) for key in self.ids], out=id_offsets[1:])
+        np.cumsum(np.fromiter(map(len, self.ids), dtype=np.int64, count=count), out=id_offsets[1:])
         header = {
             "format_version": FORMAT_VERSION,
             "object2vec_version": __version__,
@@ -99,8 +103,8 @@ class IndexBuilder:
             "faiss": lambda write: faiss.write_index(index, faiss.PyCallbackIOWriter(write)),
             "ids": id_bytes,
             "id_offsets": id_offsets,
-            "mean": vectors.mean(axis=0, dtype=np.float64).astype(np.float32),
-            "probe_vectors": np.ascontiguousarray(vectors[: len(self.probe_tokens)]),
+            "mean": (self.vector_sum / count).astype(np.float32),
+            "probe_vectors": np.stack(self.probe_vectors),
         }
         size = write_index_file(model_dir / INDEX_FILE, header, sections)
         seconds = time.monotonic() - self.started
