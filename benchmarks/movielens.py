@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -37,18 +38,18 @@ REGRESSION_HP = {
     "mlp_layers": 0,
     "weight_decay": 0.00005,
     "optimizer": "adam",
-    "learning_rate": 0.002,
-    "mini_batch_size": 256,
-    "epochs": 20,
-    "early_stopping_patience": 3,
+    "learning_rate": 0.01,  # 5x the batch-256 rate for 8x the batch: as good on validation, 4x faster
+    "mini_batch_size": 2048,
+    "epochs": 40,  # a cap: early stopping ends the runs after about 20
+    "early_stopping_patience": 3,  # the validation loss wanders by +-0.01; 2 stops too early
     "early_stopping_tolerance": 0.001,
 }
 CLASSIFICATION_HP = {**REGRESSION_HP, "num_classes": 2}
 QUICK_HP = {"epochs": 2, "enc_dim": 16, "enc0_token_embedding_dim": 16, "enc1_token_embedding_dim": 16}
 
-RMSE_TARGET = 0.92
+RMSE_TARGET = 0.915  # issue 10 (was 0.92)
 ACCURACY_TARGET = 0.73
-TIME_FACTOR = 3.0
+TIME_FACTOR = 3.0  # the whole `train` subprocess, interpreter start included, against SVD's fit
 # Genres drawn on the map, in priority order (a movie takes the first of its genres found here).
 MAP_GENRES = ("Children's", "Horror", "Documentary", "Film-Noir", "Sci-Fi", "Romance", "Action", "Comedy", "Drama")
 MAP_MIN_RATINGS = 20  # movies with fewer training ratings have barely trained embeddings
@@ -135,6 +136,12 @@ def train_ours(name: str, data: Path, report: dict, overrides: dict, root: Path)
 def job_seconds(run: common.TrainRun) -> float:
     config = json.loads((run.model_dir / "model_config.json").read_text())
     return float(config["training"]["seconds"])
+
+
+def time_breakdown(run: common.TrainRun) -> str:
+    """The job's own "Time:" log line: start-up, data, model, training, test, saving."""
+    found = re.search(r"Time: (.*)", run.log)
+    return found.group(1).strip() if found else "no breakdown in the log"
 
 
 def movie_map(predictor, item_file: Path, train: list[dict], out: Path) -> dict:
@@ -229,8 +236,8 @@ def main() -> None:
         rmse,
         regression.seconds,
         "Surprise SVD",
-        target=f"<= {RMSE_TARGET} and < SVD's; fit <= {TIME_FACTOR:g}x SVD's",
-        notes=f"train job {fit:.1f} s of the {regression.seconds:.1f} s subprocess; "
+        target=f"<= {RMSE_TARGET} and < SVD's; train process <= {TIME_FACTOR:g}x SVD's fit",
+        notes=f"train job {fit:.1f} s of the {regression.seconds:.1f} s subprocess ({time_breakdown(regression)}); "
         f"best epoch {regression.best_epoch()}",
     )
     if svd is None:
@@ -244,9 +251,10 @@ def main() -> None:
             misses.append(f"{rmse - RMSE_TARGET:.4f} RMSE over {RMSE_TARGET}")
         if rmse >= svd_rmse:
             misses.append(f"{rmse - svd_rmse:.4f} RMSE over SVD")
-        if fit > TIME_FACTOR * svd["seconds"]:
+        if regression.seconds > TIME_FACTOR * svd["seconds"]:
             misses.append(
-                f"fit {fit / svd['seconds']:.1f}x SVD's (job), {regression.seconds / svd['seconds']:.1f}x (process)"
+                f"train process {regression.seconds / svd['seconds']:.1f}x SVD's fit ({fit / svd['seconds']:.1f}x "
+                "without the interpreter start)"
             )
         row.met, row.missed_by = not misses, "; ".join(misses)
     rows = [row]

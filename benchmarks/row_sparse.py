@@ -20,6 +20,7 @@ import time
 import torch
 
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
 from object2vec.environment import available_cpus
 from object2vec.model.object2vec import Object2VecModel
 from object2vec.training.trainer import compute_loss, make_optimizer
@@ -52,7 +53,7 @@ def step_seconds(storage: str, optimizer_name: str, vocab: int, dim: int, warmup
         ids0 = torch.randint(0, vocab, (BATCH, LENGTH), generator=generator)
         ids1 = torch.randint(0, vocab, (BATCH, LENGTH), generator=generator)
         labels = torch.randint(0, 2, (BATCH,), generator=generator)
-        loss = compute_loss(model(ids0, lengths, ids1, lengths), labels, True)
+        loss = compute_loss(model(Tokens.from_padded(ids0, lengths), Tokens.from_padded(ids1, lengths)), labels, True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

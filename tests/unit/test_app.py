@@ -282,6 +282,7 @@ def test_serving_config_bounds() -> None:
         ({"MODEL_SERVER_WORKERS": "3"}, 8, 3, 2),
         ({"SAGEMAKER_MODEL_SERVER_WORKERS": "4"}, 8, 4, 2),
         ({"MODEL_SERVER_WORKERS": "zero"}, 4, 4, 1),
+        ({"MODEL_SERVER_WORKERS": "2", "OBJECT2VEC_THREADS": "3"}, 8, 2, 3),  # the training override too
     ],
 )
 def test_server_workers_and_threads(env: dict[str, str], cores: int, workers: int, threads: int) -> None:

@@ -1,21 +1,16 @@
-"""pad() against a Python reference, and iterate_batches' coverage and seeded shuffling."""
+"""Flat batches (Tokens) against Python references: gather, the packed and padded views, narrow,
+and iterate_batches' coverage, seeded shuffling and length-sorted evaluation batches."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from object2vec.data.batching import iterate_batches, make_batch, pad
+from object2vec.data.batching import Tokens, iterate_batches, length_sorted_batches, make_batch
 from object2vec.data.records import PairDataset, TokenSequences
+from object2vec.data.sampling import take
 
 SEQS = [[5, 6, 7], [], [1], [2, 3, 4, 8, 9], [9, 9]]
-
-
-def reference_pad(seqs: list[list[int]], index: list[int]) -> tuple[list[list[int]], list[int]]:
-    """Pad with 0 to the longest selected sequence (at least 1 wide)."""
-    chosen = [seqs[i] for i in index]
-    width = max([1, *(len(s) for s in chosen)])
-    return [s + [0] * (width - len(s)) for s in chosen], [len(s) for s in chosen]
 
 
 def dataset(size: int) -> PairDataset:
@@ -27,41 +22,94 @@ def dataset(size: int) -> PairDataset:
     )
 
 
+def sequences_of(tokens: Tokens) -> list[list[int]]:
+    """The Python lists a Tokens holds, read through offsets and lengths."""
+    return [
+        tokens.ids[int(start) : int(start) + int(length)].tolist()
+        for start, length in zip(tokens.offsets, tokens.lengths, strict=True)
+    ]
+
+
+def check_consistent(tokens: Tokens) -> None:
+    assert tokens.ids.dtype == tokens.offsets.dtype == tokens.lengths.dtype == tokens.rows.dtype == torch.int64
+    assert torch.equal(tokens.offsets, torch.cumsum(tokens.lengths, 0) - tokens.lengths)
+    assert torch.equal(tokens.rows, torch.repeat_interleave(torch.arange(len(tokens)), tokens.lengths))
+    assert tokens.ids.shape == (int(tokens.lengths.sum()),)
+
+
 @pytest.mark.parametrize("index", [[0], [1], [3, 0, 1], [4, 2], [0, 1, 2, 3, 4], [1, 1], []])
-def test_pad_matches_the_python_reference(index: list[int]) -> None:
-    ids, lengths = pad(TokenSequences.from_lists(SEQS), torch.tensor(index, dtype=torch.int64))
-    expected_ids, expected_lengths = reference_pad(SEQS, index)
-    assert ids.dtype == torch.int64 and lengths.dtype == torch.int64
-    assert lengths.tolist() == expected_lengths
-    if index:
-        assert ids.tolist() == expected_ids
-    else:
-        assert ids.shape == (0, 1)
+def test_gather_matches_the_python_lists(index: list[int]) -> None:
+    tokens = Tokens.gather(TokenSequences.from_lists(SEQS), torch.tensor(index, dtype=torch.int64))
+    check_consistent(tokens)
+    assert sequences_of(tokens) == [SEQS[i] for i in index]
+    assert tokens.positions().tolist() == [p for i in index for p in range(len(SEQS[i]))]
 
 
-def test_padding_never_leaks_values_of_neighbouring_sequences() -> None:
-    # Gathering past a short sequence's end would read its neighbour's tokens (all non-zero here).
-    seqs = [[7, 7, 7, 7], [3], [8, 8, 8, 8]]
-    ids, lengths = pad(TokenSequences.from_lists(seqs), torch.tensor([1, 0]))
-    assert ids.tolist() == [[3, 0, 0, 0], [7, 7, 7, 7]]
-    mask = torch.arange(ids.shape[1]) < lengths[:, None]
-    assert (ids[~mask] == 0).all()
+@pytest.mark.parametrize("length", [0, 1, 3])
+def test_gather_of_fixed_length_sequences_takes_the_short_path_with_the_same_result(length: int) -> None:
+    seqs = [[10 * i + j for j in range(length)] for i in range(6)]
+    sequences = TokenSequences.from_lists(seqs)
+    assert sequences.fixed_length == length
+    index = torch.tensor([4, 0, 5, 5])
+    tokens = Tokens.gather(sequences, index)
+    check_consistent(tokens)
+    assert sequences_of(tokens) == [seqs[i] for i in index.tolist()]
+    assert tokens.fixed_length == length and tokens.narrow(1, 2).fixed_length == length
+    assert TokenSequences.from_lists(SEQS).fixed_length is None
+    assert Tokens.gather(TokenSequences.from_lists(SEQS), index[:1]).fixed_length is None
 
 
-@pytest.mark.parametrize("seqs", [[[], []], [[]], []])
-def test_all_empty_values(seqs: list[list[int]]) -> None:
-    index = torch.arange(len(seqs))
-    ids, lengths = pad(TokenSequences.from_lists(seqs), index)
-    assert ids.shape == (len(seqs), 1)  # at least one column, so encoders get a tensor
-    assert (ids == 0).all() and lengths.tolist() == [0] * len(seqs)
+def test_gather_reads_views_with_offsets_that_are_not_a_running_sum() -> None:
+    # Negative sampling's `take` shares the token storage: offsets jump around.
+    view = take(TokenSequences.from_lists(SEQS), torch.tensor([3, 0, 3, 4]))
+    assert sequences_of(Tokens.gather(view, torch.tensor([2, 1, 3]))) == [SEQS[3], SEQS[0], SEQS[4]]
 
 
-def test_make_batch_pads_each_side_and_picks_labels() -> None:
-    data = dataset(6)
-    batch = make_batch(data, torch.tensor([3, 5]))
-    assert batch.in0.tolist() == [[3, 3, 3], [5, 0, 0]] and batch.len0.tolist() == [3, 1]
-    assert batch.in1.tolist() == [[3], [5]] and batch.len1.tolist() == [1, 1]
+def test_padded_view_pads_with_zero_to_the_longest() -> None:
+    tokens = Tokens.from_lists([[7, 7, 7, 7], [3], [], [8, 8]])
+    assert tokens.padded_ids().tolist() == [[7, 7, 7, 7], [3, 0, 0, 0], [0, 0, 0, 0], [8, 8, 0, 0]]
+    assert Tokens.from_lists([[], []]).padded_ids().shape == (2, 1)  # at least one column
+    assert tokens.with_layout("padded").padded is not None
+
+
+@pytest.mark.parametrize("seqs", [SEQS, [[1], [2], [3]], [[], []], [[4, 5], [], [6, 7], [1]], []])
+def test_packing_is_time_major_longest_first(seqs: list[list[int]]) -> None:
+    tokens = Tokens.from_lists(seqs)
+    packing = tokens.packed()
+    # Reference: sequences sorted by length (stable), step t holds the t-th token of each still running.
+    ranked = sorted(range(len(seqs)), key=lambda b: -len(seqs[b]))
+    width = max((len(s) for s in seqs), default=0)
+    expected_ids = [seqs[b][t] for t in range(width) for b in ranked if len(seqs[b]) > t]
+    assert tokens.ids[packing.order].tolist() == expected_ids
+    assert packing.steps == tuple(sum(len(s) > t for s in seqs) for t in range(width))
+    assert packing.batch_sizes.tolist() == list(packing.steps)
+    assert packing.sorted_rows.tolist() == ranked
+    assert torch.equal(packing.rank[packing.sorted_rows], torch.arange(len(seqs)))
+    assert torch.equal(packing.position[packing.order], torch.arange(len(expected_ids)))
+    for b, seq in enumerate(seqs):
+        if seq:
+            assert int(tokens.ids[packing.order[packing.last[b]]]) == seq[-1]
+            assert int(tokens.ids[packing.order[packing.rank[b]]]) == seq[0]
+    assert tokens.with_layout("packed").packing is not None
+
+
+def test_narrow_keeps_a_contiguous_run_of_sequences() -> None:
+    tokens = Tokens.from_lists(SEQS)
+    for start, count in [(0, 5), (1, 3), (3, 2), (2, 0)]:
+        part = tokens.narrow(start, count)
+        check_consistent(part)
+        assert sequences_of(part) == SEQS[start : start + count]
+
+
+def test_make_batch_gathers_each_side_and_picks_labels() -> None:
+    batch = make_batch(dataset(6), torch.tensor([3, 5]))
+    assert sequences_of(batch.in0) == [[3, 3, 3], [5]]
+    assert sequences_of(batch.in1) == [[3], [5]]
     assert batch.labels.tolist() == [3, 5] and len(batch) == 2
+    assert batch.side(1) is batch.in1
+    viewed = batch.with_layouts(("packed", "padded"))
+    assert viewed.in0.packing is not None and viewed.in1.padded is not None
+    assert viewed.in0.padded is None and viewed.in1.packing is None
 
 
 @pytest.mark.parametrize(("size", "batch_size"), [(10, 3), (10, 10), (10, 32), (1, 1), (7, 1)])
@@ -75,13 +123,25 @@ def test_iterate_batches_covers_every_record_exactly_once(size: int, batch_size:
     if not shuffle:
         assert seen.tolist() == list(range(size))
     for batch in batches:  # inputs travel with their label
-        expected, _ = reference_pad([[i] * (i % 4) for i in range(size)], batch.labels.tolist())
-        assert batch.in0.tolist() == expected
-        assert batch.in1[:, 0].tolist() == [i % 7 for i in batch.labels.tolist()]
+        assert sequences_of(batch.in0) == [[i] * (i % 4) for i in batch.labels.tolist()]
+        assert sequences_of(batch.in1) == [[i % 7] for i in batch.labels.tolist()]
 
 
 def test_empty_dataset_gives_no_batches() -> None:
     assert list(iterate_batches(dataset(0), 4, torch.Generator().manual_seed(0))) == []
+    assert list(length_sorted_batches(dataset(0), 4)) == []
+
+
+def test_length_sorted_batches_cover_every_record_once_in_length_order() -> None:
+    data = dataset(23)
+    batches = list(length_sorted_batches(data, 5))
+    assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+    labels = torch.cat([b.labels for b in batches]).tolist()
+    assert sorted(labels) == list(range(23))
+    lengths = [i % 4 for i in labels]
+    assert lengths == sorted(lengths)  # similar lengths share a batch
+    for batch in batches:
+        assert sequences_of(batch.in0) == [[i] * (i % 4) for i in batch.labels.tolist()]
 
 
 def epoch_orders(seed: int, epochs: int) -> list[list[int]]:

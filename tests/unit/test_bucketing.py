@@ -37,7 +37,9 @@ def test_padding_shrinks() -> None:
 
     def padded_tokens(width: int) -> int:
         generator = torch.Generator().manual_seed(0)
-        return sum(b.in0.numel() + b.in1.numel() for b in iterate_batches(data, 32, generator, width))
+        return sum(
+            b.in0.padded_ids().numel() + b.in1.padded_ids().numel() for b in iterate_batches(data, 32, generator, width)
+        )
 
     real = int(data.in0.lengths.sum() + data.in1.lengths.sum())
     assert padded_tokens(0) > 1.5 * real
@@ -62,8 +64,9 @@ def test_batch_contents_match_the_records() -> None:
         for row, record in enumerate(batch.labels.tolist()):
             length = int(data.in0.lengths[record])
             start = int(data.in0.offsets[record])
-            assert batch.len0[row] == length
-            assert torch.equal(batch.in0[row, :length], data.in0.values[start : start + length])
+            assert batch.in0.lengths[row] == length
+            first = int(batch.in0.offsets[row])
+            assert torch.equal(batch.in0.ids[first : first + length], data.in0.values[start : start + length])
 
 
 def test_without_generator_and_empty() -> None:

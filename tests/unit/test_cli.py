@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,9 +108,24 @@ def test_dispatch_passes_the_remaining_arguments(monkeypatch: pytest.MonkeyPatch
     assert calls == [["--a", "b"]]
 
 
+def end_without_exiting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """exit_ ends the process with os._exit after the atexit functions: raise instead (and keep
+    pytest's own atexit functions for pytest); returns the calls made."""
+    calls: list[str] = []
+
+    def os_exit(code: int) -> None:
+        calls.append("os._exit")
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli.os, "_exit", os_exit)
+    monkeypatch.setattr(cli.atexit, "_run_exitfuncs", lambda: calls.append("atexit"))
+    return calls
+
+
 def test_main_entry_exits_with_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.argv", ["object2vec", "train"])
     monkeypatch.setattr("object2vec.cli.train_main", lambda argv: 3)
+    end_without_exiting(monkeypatch)
     with pytest.raises(SystemExit) as info:
         cli.main_entry()
     assert info.value.code == 3
@@ -246,9 +264,18 @@ def test_logging_goes_to_stdout_in_the_builtin_style(
     assert line.startswith("[") and " ERROR object2vec.cli] Reporting training FAILURE: ClientError: bad" in line
 
 
-def test_exit_leaves_the_objects_out_of_the_final_collection(monkeypatch: pytest.MonkeyPatch) -> None:
-    frozen: list[bool] = []
-    monkeypatch.setattr(cli.gc, "freeze", lambda: frozen.append(True))
+def test_exit_runs_the_atexit_functions_and_skips_the_teardown(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = end_without_exiting(monkeypatch)
+    monkeypatch.setattr(cli.gc, "freeze", lambda: calls.append("freeze"))
     with pytest.raises(SystemExit) as exit_info:
         cli.exit_(143)
-    assert exit_info.value.code == 143 and frozen == [True]
+    assert exit_info.value.code == 143 and calls == ["freeze", "atexit", "os._exit"]
+
+
+def test_a_finished_command_leaves_at_once_with_its_output_flushed(tmp_path: Path) -> None:
+    # python -m object2vec ends through exit_: the exit code and everything printed arrive.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "container")}
+    result = subprocess.run(
+        [sys.executable, "-m", "object2vec", "nonsense"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "unknown command 'nonsense'" in result.stderr

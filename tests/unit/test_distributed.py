@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from object2vec.config import Hyperparameters
-from object2vec.data.batching import Batch
+from object2vec.data.batching import Batch, Tokens
 from object2vec.data.records import PairDataset, TokenSequences
 from object2vec.environment import TrainingEnvironment
 from object2vec.errors import ClientError
@@ -65,16 +65,27 @@ def test_topology_overrides_and_errors(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def batch(rows: int) -> Batch:
-    ids = torch.arange(rows * 2).reshape(rows, 2)
-    lengths = torch.full((rows,), 2)
-    return Batch(ids, lengths, ids + 100, lengths, torch.arange(rows))
+    """Record r has in0 = [r] * (r % 3) (some empty) and in1 = [100 + r, 200 + r]."""
+    in0 = Tokens.from_lists([[r] * (r % 3) for r in range(rows)])
+    in1 = Tokens.from_lists([[100 + r, 200 + r] for r in range(rows)])
+    return Batch(in0, in1, torch.arange(rows))
 
 
 def test_slices_cover_the_batch_once() -> None:
     parts = [slice_batch(batch(7), 3, index) for index in range(3)]
     assert [len(part) for part in parts] == [3, 2, 2]
     assert torch.equal(torch.cat([part.labels for part in parts]), torch.arange(7))
-    assert torch.equal(parts[1].in1, batch(7).in1[3:5])
+    expected = batch(7)
+    for part, first in zip(parts, [0, 3, 5], strict=True):
+        for side in (0, 1):
+            whole, sliced = expected.side(side), part.side(side)
+            rows = range(first, first + len(part))
+            assert sliced.lengths.tolist() == [int(whole.lengths[r]) for r in rows]
+            assert sliced.ids.tolist() == [
+                int(i) for r in rows for i in whole.ids[whole.offsets[r] : whole.offsets[r] + whole.lengths[r]]
+            ]
+            assert torch.equal(sliced.offsets, torch.cumsum(sliced.lengths, 0) - sliced.lengths)
+            assert torch.equal(sliced.rows, torch.repeat_interleave(torch.arange(len(part)), sliced.lengths))
 
 
 class FakeJob(Distributed):

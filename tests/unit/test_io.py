@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from object2vec import __version__
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
 from object2vec.model.io import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, load_model, save_model
 from object2vec.model.object2vec import Object2VecModel
@@ -63,11 +64,14 @@ def make_model(**changes: Any) -> Object2VecModel:
     return model.eval()
 
 
-def inputs(model: Object2VecModel) -> tuple[torch.Tensor, ...]:
+def inputs(model: Object2VecModel) -> tuple[Tokens, Tokens]:
     generator = torch.Generator().manual_seed(1)
-    in0 = torch.randint(0, model.hp.enc0.vocab_size, (3, 6), generator=generator)
-    in1 = torch.randint(0, model.hp.enc1.vocab_size, (3, 4), generator=generator)
-    return in0, torch.tensor([6, 2, 0]), in1, torch.tensor([1, 4, 3])
+    in0 = torch.randint(0, model.hp.enc0.vocab_size, (3, 6), generator=generator).tolist()
+    in1 = torch.randint(0, model.hp.enc1.vocab_size, (3, 4), generator=generator).tolist()
+    return (
+        Tokens.from_lists([row[:length] for row, length in zip(in0, [6, 2, 0], strict=True)]),
+        Tokens.from_lists([row[:length] for row, length in zip(in1, [1, 4, 3], strict=True)]),
+    )
 
 
 @pytest.fixture
@@ -97,8 +101,8 @@ def test_save_reload_allclose(tmp_path: Path, variant: str) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded.model.predict(*inputs(model)), model.predict(*inputs(model)))
         for index in (0, 1):
-            x = inputs(model)[2 * index : 2 * index + 2]
-            torch.testing.assert_close(loaded.model.encode(index, *x), model.encode(index, *x))
+            x = inputs(model)[index]
+            torch.testing.assert_close(loaded.model.encode(index, x), model.encode(index, x))
     expected = model.state_dict()
     for name, tensor in loaded.model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name

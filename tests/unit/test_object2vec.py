@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
 from object2vec.model.object2vec import EMBEDDING_INIT_STD, Object2VecModel
 from object2vec.model.transformer import TransformerEncoder, TransformerSpec
@@ -33,13 +34,15 @@ def make_model(**changes: Any) -> Object2VecModel:
     return Object2VecModel(Hyperparameters.from_dict({**BASE, **changes})).eval()
 
 
-def inputs(batch: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def inputs(batch: int = 4) -> tuple[Tokens, Tokens]:
     generator = torch.Generator().manual_seed(1)
-    in0 = torch.randint(0, 30, (batch, 6), generator=generator)
-    in1 = torch.randint(0, 30, (batch, 5), generator=generator)
-    len0 = torch.tensor([6, 1, 0, 3][:batch])
-    len1 = torch.tensor([5, 5, 2, 0][:batch])
-    return in0, len0, in1, len1
+    in0 = torch.randint(0, 30, (batch, 6), generator=generator).tolist()
+    in1 = torch.randint(0, 30, (batch, 5), generator=generator).tolist()
+    len0, len1 = [6, 1, 0, 3][:batch], [5, 5, 2, 0][:batch]
+    return (
+        Tokens.from_lists([row[:n] for row, n in zip(in0, len0, strict=True)]),
+        Tokens.from_lists([row[:n] for row, n in zip(in1, len1, strict=True)]),
+    )
 
 
 def linear_widths(model: Object2VecModel) -> list[tuple[int, int]]:
@@ -52,7 +55,7 @@ def test_forward_shapes(network: str, output_layer: str, width: int) -> None:
     model = make_model(enc0_network=network, enc0_layers=1, output_layer=output_layer)
     with torch.no_grad():
         out = model(*inputs())
-        embedding = model.encode(1, *inputs()[2:])
+        embedding = model.encode(1, inputs()[1])
     assert out.shape == (4, width) and torch.isfinite(out).all()
     assert embedding.shape == (4, 6)
 
@@ -107,6 +110,19 @@ def test_enc1_network_enc0_copies_settings_not_weights() -> None:
     assert type(model.encoders[0]) is type(model.encoders[1])
 
 
+@pytest.mark.parametrize(
+    ("enc0", "enc1", "layouts"), [("hcnn", "bilstm", ("flat", "packed")), ("bilstm", "enc0", ("packed", "packed"))]
+)
+def test_layouts_name_the_view_each_encoder_reads(enc0: str, enc1: str, layouts: tuple[str, str]) -> None:
+    sizes = {"enc1_vocab_size": 30, "enc1_max_seq_len": 6} if enc1 != "enc0" else {}
+    model = make_model(enc0_network=enc0, enc1_network=enc1, enc0_layers=1, enc1_layers=1, **sizes)
+    assert model.layouts == layouts
+    with torch.no_grad():
+        plain = model(*inputs())
+        viewed = model(*(side.with_layout(layout) for side, layout in zip(inputs(), layouts, strict=True)))
+    torch.testing.assert_close(viewed, plain)
+
+
 def test_untied_encoders_have_their_own_sizes() -> None:
     model = make_model(enc1_network="bilstm", enc1_vocab_size=12, enc1_max_seq_len=4, enc1_token_embedding_dim=3)
     assert model.token_embedding(0).weight.shape == (30, 4)
@@ -153,21 +169,23 @@ def transformer_model(**changes: Any) -> Object2VecModel:
 def test_tied_transformers_are_one_siamese_encoder() -> None:
     model = transformer_model(tied_token_embedding_weight="true")
     assert model.siamese and model.encoders[0] is model.encoders[1]
-    in0, len0, _, _ = inputs()
+    in0, _ = inputs()
     with torch.inference_mode():
-        torch.testing.assert_close(model.encode(0, in0, len0), model.encode(1, in0, len0))
+        torch.testing.assert_close(model.encode(0, in0), model.encode(1, in0))
     assert model.predict(*inputs()).shape == (4, 3)
 
 
 def test_a_siamese_pair_is_encoded_in_one_forward_with_the_same_result() -> None:
     model = transformer_model(tied_token_embedding_weight="true")
     calls = []
-    model.encoders[0].register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
-    in0, len0, in1, len1 = inputs()
+    model.encoders[0].register_forward_hook(lambda module, args, out: calls.append(args[0].padded_ids().shape))
+    in0, in1 = inputs()
+    rows, lengths = in1.padded_ids().tolist(), in1.lengths.tolist()
+    in1 = Tokens.from_lists([row[: min(n, 3)] for row, n in zip(rows, lengths, strict=True)])  # shorter than in0
     with torch.inference_mode():
-        joint = model(in0, len0, in1[:, :3], len1.clamp(max=3))
+        joint = model(in0, in1)
         assert calls == [(8, 6)]  # both sides, padded to the wider one
-        a, b = model.encode(0, in0, len0), model.encode(1, in1[:, :3], len1.clamp(max=3))
+        a, b = model.encode(0, in0), model.encode(1, in1)
         torch.testing.assert_close(joint, model.mlp(model.comparator(a, b)), atol=1e-5, rtol=1e-5)
 
 

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
 from object2vec.data.vocab import FROZEN_ROWS
 from object2vec.model.object2vec import Object2VecModel
-from object2vec.training.optimizers import OptimizerGroup, token_embeddings
+from object2vec.training.optimizers import OptimizerGroup, eager, token_embeddings
 from object2vec.training.trainer import compute_loss, make_optimizer
 
 
@@ -31,11 +37,10 @@ def train_steps(model: Object2VecModel, optimizer: object, steps: int = 3) -> No
     # Ids 0..9 only: rows 10..29 are never used by a batch.
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        ids0 = torch.randint(0, 10, (8, 5), generator=generator)
-        ids1 = torch.randint(0, 10, (8, 5), generator=generator)
-        lengths = torch.full((8,), 5)
+        ids0 = Tokens.from_lists(torch.randint(0, 10, (8, 5), generator=generator).tolist())
+        ids1 = Tokens.from_lists(torch.randint(0, 10, (8, 5), generator=generator).tolist())
         labels = torch.randint(0, 2, (8,), generator=generator)
-        loss = compute_loss(model(ids0, lengths, ids1, lengths), labels, True)
+        loss = compute_loss(model(ids0, ids1), labels, True)
         optimizer.zero_grad(set_to_none=True)  # type: ignore[attr-defined]
         loss.backward()
         optimizer.step()  # type: ignore[attr-defined]
@@ -74,9 +79,8 @@ def test_frozen_rows_stay_fixed_under_weight_decay(optimizer: str, storage: str)
 def test_row_sparse_gives_sparse_gradients(network: str) -> None:
     hp = make_hp(enc0_network=network, token_embedding_storage_type="row_sparse", tied_token_embedding_weight="true")
     model = Object2VecModel(hp)
-    ids = torch.tensor([[1, 2, 3, 0, 0]])
-    lengths = torch.tensor([3])
-    compute_loss(model(ids, lengths, ids, lengths), torch.tensor([1]), True).backward()
+    ids = Tokens.from_lists([[1, 2, 3]])
+    compute_loss(model(ids, ids), torch.tensor([1]), True).backward()
     grad = model.token_embedding(0).weight.grad
     assert grad is not None and grad.is_sparse
 
@@ -114,3 +118,47 @@ def test_plain_dense_path_is_unchanged() -> None:
     hp = make_hp()
     optimizer = make_optimizer(hp, Object2VecModel(hp))
     assert isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
+
+
+def test_training_never_imports_torch_dynamo() -> None:
+    # torch.optim would import it (and sympy, inductor) on the first optimizer: seconds of start-up.
+    code = """
+import sys, torch
+from object2vec.config import Hyperparameters
+from object2vec.data.records import PairDataset, TokenSequences
+from object2vec.model.object2vec import Object2VecModel
+from object2vec.training.signals import StopSignal
+from object2vec.training.trainer import Trainer
+for optimizer, storage in [("adam", "dense"), ("adam", "row_sparse"), ("adagrad", "dense"), ("sgd", "row_sparse"),
+                           ("rmsprop", "dense"), ("adadelta", "dense")]:
+    hp = Hyperparameters.from_dict({"enc0_network": "pooled_embedding", "enc0_vocab_size": 10, "enc0_max_seq_len": 2,
+                                    "optimizer": optimizer, "token_embedding_storage_type": storage, "epochs": 1})
+    in0, in1 = TokenSequences.from_lists([[1], [2, 3]]), TokenSequences.from_lists([[4], [5]])
+    data = PairDataset(in0, in1, torch.tensor([0, 1]))
+    trainer = Trainer(Object2VecModel(hp), hp, torch.device("cpu"), "algo-1", StopSignal())
+    trainer.fit(data, data)
+    trainer.optimizer.load_state_dict(trainer.optimizer.state_dict())
+print("torch._dynamo" in sys.modules)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "container")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == "False"
+
+
+def test_eager_optimizers_are_torch_optimizers_with_the_same_steps() -> None:
+    torch.manual_seed(0)
+    start = torch.randn(6)
+    grads = [torch.randn(6) for _ in range(3)]
+    for cls, options in [(torch.optim.Adam, {"fused": True}), (torch.optim.Adagrad, {}), (torch.optim.RMSprop, {})]:
+        results = []
+        for make in (cls, eager(cls)):
+            weight = torch.nn.Parameter(start.clone())
+            optimizer = make([weight], lr=0.1, **options)
+            for grad in grads:
+                weight.grad = grad.clone()
+                optimizer.step()
+            results.append(weight.detach())
+            assert isinstance(optimizer, cls)
+        assert torch.equal(results[0], results[1]), cls.__name__
+    assert eager(torch.optim.Adam) is eager(torch.optim.Adam)

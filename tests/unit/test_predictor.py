@@ -9,6 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from object2vec.data.batching import Tokens
 from object2vec.errors import AlgorithmError, RequestError
 from object2vec.serving import predictor as predictor_module
 from object2vec.serving.predictor import MAX_SEQUENCE_IDS, Predictor
@@ -32,18 +33,15 @@ def regression(serving_base_dirs: dict[str, Path]) -> Predictor:
 def reference_encode(predictor: Predictor, side: int, sequence: list[int]) -> np.ndarray:
     """The model called directly on one sequence, truncated like training."""
     limit = predictor.hp.encoder(side).max_seq_len
-    ids = torch.tensor([sequence[:limit] or [0]])
     with torch.inference_mode():
-        return predictor.model.encode(side, ids, torch.tensor([len(sequence[:limit])]))[0].numpy()
+        return predictor.model.encode(side, Tokens.from_lists([sequence[:limit]]))[0].numpy()
 
 
 def reference_scores(predictor: Predictor, in0: list[int], in1: list[int]) -> np.ndarray:
-    t0 = torch.tensor([in0[: predictor.hp.enc0.max_seq_len] or [0]])
-    t1 = torch.tensor([in1[: predictor.hp.enc1.max_seq_len] or [0]])
-    len0 = torch.tensor([min(len(in0), predictor.hp.enc0.max_seq_len)])
-    len1 = torch.tensor([min(len(in1), predictor.hp.enc1.max_seq_len)])
+    t0 = Tokens.from_lists([in0[: predictor.hp.enc0.max_seq_len]])
+    t1 = Tokens.from_lists([in1[: predictor.hp.enc1.max_seq_len]])
     with torch.inference_mode():
-        return predictor.model.predict(t0, len0, t1, len1)[0].numpy()
+        return predictor.model.predict(t0, t1)[0].numpy()
 
 
 def random_instances(count: int, keys: tuple[str, ...], seed: int = 0, longest: int = 30) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
 from object2vec.data.pretrained import initialise_transformers, read_transformer_checkpoints, transformer_specs
 from object2vec.environment import Channel
 from object2vec.errors import ClientError
@@ -92,5 +93,5 @@ def test_two_encoders_from_two_checkpoints(tiny_bert: Path, tmp_path: Path, bert
     model = Object2VecModel(hp, transformer_specs(checkpoints))
     initialise_transformers(model, hp, checkpoints)
     assert model.encoders[1].transformer.spec.hidden_size == 8
-    ids, lengths = torch.tensor([[2, 5, 3]]), torch.tensor([3])
-    assert model.encode(0, ids, lengths).shape == model.encode(1, ids, lengths).shape == (1, 16)
+    tokens = Tokens.from_lists([[2, 5, 3]])
+    assert model.encode(0, tokens).shape == model.encode(1, tokens).shape == (1, 16)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
 from object2vec.model.object2vec import Object2VecModel
 from object2vec.model.transformer import TransformerSpec, transformer_parameters
 from object2vec.training.optimizers import OptimizerGroup, token_embeddings
@@ -40,7 +41,8 @@ def make(**changes: object) -> tuple[Hyperparameters, Object2VecModel]:
 def step(model: Object2VecModel, optimizer: torch.optim.Optimizer) -> None:
     ids = torch.randint(0, 30, (4, 5), generator=torch.Generator().manual_seed(0))
     lengths = torch.tensor([5, 3, 1, 4])
-    loss = compute_loss(model(ids, lengths, ids.flip(0), lengths.flip(0)), torch.tensor([0, 1, 1, 0]), True)
+    in0, in1 = Tokens.from_padded(ids, lengths), Tokens.from_padded(ids.flip(0), lengths.flip(0))
+    loss = compute_loss(model(in0, in1), torch.tensor([0, 1, 1, 0]), True)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

@@ -30,9 +30,10 @@ def test_with_negatives_pairs_own_in0_with_other_in1_labelled_0() -> None:
     assert len(out) == 6 * 4
     batch = make_batch(out, torch.arange(len(out)))
     assert batch.labels.tolist() == [1] * 6 + [0] * 18
-    assert batch.in0[:, 0].tolist() == list(range(6)) + [i for i in range(6) for _ in range(3)]
-    assert torch.equal(batch.in1[:6, 0], torch.arange(100, 106))  # positives unchanged
-    own, partner = batch.in0[6:, 0], batch.in1[6:, 1]
+    in0, in1 = batch.in0.padded_ids(), batch.in1.padded_ids()  # (24, 1), (24, 2)
+    assert in0[:, 0].tolist() == list(range(6)) + [i for i in range(6) for _ in range(3)]
+    assert torch.equal(in1[:6, 0], torch.arange(100, 106))  # positives unchanged
+    own, partner = in0[6:, 0], in1[6:, 1]
     assert (own != partner).all()
     assert out.in0.values is data.in0.values  # a view: tokens are not copied
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -222,3 +225,35 @@ def test_the_same_seed_gives_identical_weights() -> None:
 def test_another_seed_gives_other_weights() -> None:
     first, other = fitted_weights(_seed=0), fitted_weights(_seed=1)
     assert not all(torch.equal(first[name], other[name]) for name in first)
+
+
+FIXED_SEED_RUNS = json.loads(
+    (Path(__file__).resolve().parents[1] / "fixtures" / "training" / "fixed_seed_losses.json").read_text()
+)
+
+
+def seeded_pairs(seed: int, count: int, regression: bool) -> PairDataset:
+    """Pairs of 0..8-token sequences (empty ones included); the label is the parity of in0's first id."""
+    rng = np.random.default_rng(seed)
+    sides = []
+    for _ in range(2):
+        lengths = rng.integers(0, 9, count)
+        sides.append(TokenSequences.from_flat(rng.integers(0, 40, int(lengths.sum())), lengths))
+    first = sides[0].values[sides[0].offsets.clamp(max=max(len(sides[0].values) - 1, 0))]
+    labels = (first % 2) * (sides[0].lengths > 0)
+    return PairDataset(sides[0], sides[1], labels.float() if regression else labels.long())
+
+
+@pytest.mark.parametrize("case", sorted(FIXED_SEED_RUNS["cases"]))
+def test_fixed_seed_losses_are_those_of_the_padded_trainer(case: str) -> None:
+    # Flat batches, the flat convolution and the hand-written LSTM compute the same functions as the
+    # padded trainer that recorded these runs: every metric of every epoch agrees to float precision.
+    recorded = FIXED_SEED_RUNS["cases"][case]
+    hp = Hyperparameters.from_dict({**FIXED_SEED_RUNS["base_hyperparameters"], **recorded["hyperparameters"]})
+    regression = not hp.is_classification
+    result = make_trainer(hp).fit(seeded_pairs(1, 120, regression), seeded_pairs(2, 40, regression))
+    assert len(result.history) == len(recorded["history"])
+    for epoch, (got, want) in enumerate(zip(result.history, recorded["history"], strict=True)):
+        assert got.keys() == want.keys()
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-7), (epoch, name)

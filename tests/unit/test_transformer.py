@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from object2vec.config import FREEZE_ALL, EncoderConfig
+from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
 from object2vec.model.transformer import (
     LIMITS,
@@ -99,7 +100,7 @@ def test_task_checkpoints_with_a_bert_prefix_load(tmp_path: Path, bert_kit: Any)
     reference = load_encoder(bert_kit.write(tmp_path / "plain"))
     ids, lengths = padded(SEQS)
     with torch.inference_mode():
-        torch.testing.assert_close(ours(ids, lengths), reference(ids, lengths))
+        torch.testing.assert_close(ours(Tokens.from_padded(ids, lengths)), reference(Tokens.from_padded(ids, lengths)))
 
 
 def test_spec_round_trips_through_model_config_json(tiny_bert: Path) -> None:
@@ -287,10 +288,32 @@ def test_embeddings_equal_hugging_face_bert_in_inference_and_training_paths(tiny
     encoder = load_encoder(tiny_bert)
     ids, lengths = padded(SEQS)
     with torch.inference_mode():  # torch's fast path: nested tensors
-        torch.testing.assert_close(encoder(ids, lengths), reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(encoder(Tokens.from_padded(ids, lengths)), reference, atol=1e-5, rtol=1e-5)
     encoder.train()
     no_dropout(encoder)
-    torch.testing.assert_close(encoder(ids, lengths).detach(), reference, atol=1e-5, rtol=1e-5)  # padded path
+    torch.testing.assert_close(
+        encoder(Tokens.from_padded(ids, lengths)).detach(), reference, atol=1e-5, rtol=1e-5
+    )  # padded path
+
+
+def test_training_drops_only_where_bert_does(tiny_bert: Path) -> None:
+    """BERT has no dropout between its feed-forward Linears (torch's layer has one): in training the
+    second Linear must see the activation of the first unchanged, while BERT's own dropouts act."""
+    transformer = load_encoder(tiny_bert).transformer.train()
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for layer in transformer.encoder.layers:
+        first: list[torch.Tensor] = []
+        layer.linear1.register_forward_hook(lambda _m, _i, out, first=first: first.append(out))
+        layer.linear2.register_forward_pre_hook(lambda _m, args, first=first: seen.append((first[-1], args[0])))
+    ids = torch.tensor([[2, 45, 17, 99, 3], [2, 150, 151, 152, 3]])  # (2, 5): no padding
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    torch.manual_seed(0)
+    trained = transformer(ids, mask)  # (2, 5, 16)
+    assert len(seen) == 2  # both layers, on the training path
+    for before, after in seen:
+        torch.testing.assert_close(after, torch.nn.functional.gelu(before))
+    with torch.no_grad():
+        assert not torch.allclose(trained, transformer.eval()(ids, mask), atol=1e-4)  # BERT's dropouts act
 
 
 def test_all_minilm_l6_v2_embeddings_equal_the_reference_within_1e4(bert_kit: Any) -> None:
@@ -307,19 +330,19 @@ def test_all_minilm_l6_v2_embeddings_equal_the_reference_within_1e4(bert_kit: An
     encoder = load_encoder(folder, enc_dim=384, vocab_size=30522, max_seq_len=128)
     ids, lengths = padded(seqs)
     with torch.inference_mode():
-        ours = encoder(ids, lengths)
+        ours = encoder(Tokens.from_padded(ids, lengths))
     assert (ours - reference).abs().max() < 1e-4
 
 
 def test_padding_never_changes_an_embedding(tiny_bert: Path) -> None:
     encoder = load_encoder(tiny_bert)
-    alone = torch.cat([encoder(*padded([s])) for s in SEQS]).detach()
+    alone = torch.cat([encoder(Tokens.from_padded(*padded([s]))) for s in SEQS]).detach()
     ids, lengths = padded(SEQS, fill=7)  # padding with a real token id
     with torch.inference_mode():
-        torch.testing.assert_close(encoder(ids, lengths), alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(encoder(Tokens.from_padded(ids, lengths)), alone, atol=1e-5, rtol=1e-5)
     encoder.train()
     no_dropout(encoder)
-    torch.testing.assert_close(encoder(ids, lengths).detach(), alone, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encoder(Tokens.from_padded(ids, lengths)).detach(), alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
@@ -330,7 +353,7 @@ def test_pooling_modes(tmp_path: Path, pooling: str, bert_kit: Any) -> None:
     mask = torch.arange(ids.shape[1]) < lengths[:, None]
     with torch.inference_mode():
         hidden = encoder.transformer(ids, mask)
-        out = encoder(ids, lengths)
+        out = encoder(Tokens.from_padded(ids, lengths))
     for row, n in enumerate(lengths.tolist()):
         real = hidden[row, :n]
         expected = {"mean": real.mean(0), "cls": real[0], "max": real.amax(0)}[pooling]
@@ -341,14 +364,14 @@ def test_projection_only_when_enc_dim_differs_from_the_hidden_size(tiny_bert: Pa
     assert isinstance(load_encoder(tiny_bert, enc_dim=16).project, torch.nn.Identity)
     projected = load_encoder(tiny_bert, enc_dim=5)
     assert isinstance(projected.project, torch.nn.Linear)
-    assert projected(*padded(SEQS)).shape == (4, 5)
+    assert projected(Tokens.from_padded(*padded(SEQS))).shape == (4, 5)
 
 
 def test_empty_sequences_encode_to_the_projection_of_zero(tiny_bert: Path) -> None:
     encoder = load_encoder(tiny_bert, enc_dim=5)
     ids, lengths = padded([[], [2, 5, 3], []])
     with torch.inference_mode():
-        out = encoder(ids, lengths)
+        out = encoder(Tokens.from_padded(ids, lengths))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out[0], encoder.project.bias)
     torch.testing.assert_close(out[2], encoder.project.bias)
@@ -371,7 +394,7 @@ def test_freezing_the_lowest_layers_fixes_embeddings_and_those_layers(tiny_bert:
 
 def test_gradients_reach_only_trainable_layers(tiny_bert: Path) -> None:
     encoder = load_encoder(tiny_bert, enc_dim=5, freeze_layers=1).train()
-    encoder(*padded(SEQS)).sum().backward()
+    encoder(Tokens.from_padded(*padded(SEQS))).sum().backward()
     transformer = encoder.transformer
     assert transformer.word_embeddings.weight.grad is None
     assert transformer.encoder.layers[0].linear1.weight.grad is None

@@ -8,6 +8,7 @@ max_seq_len, so memory follows the data, not the longest sequence.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import logging
 import zlib
@@ -41,6 +42,14 @@ class TokenSequences:
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
+
+    @functools.cached_property
+    def fixed_length(self) -> int | None:
+        """The length every sequence has, when they all have the same (e.g. 1 for user or item
+        ids), else None: batching then needs no per-token bookkeeping."""
+        if len(self) == 0 or not bool((self.lengths == self.lengths[0]).all()):
+            return None
+        return int(self.lengths[0])
 
     @classmethod
     def from_lists(cls, sequences: list[list[int]]) -> TokenSequences:

@@ -25,4 +25,4 @@ class Comparator(nn.Module):
                 parts.extend((a, b))
             else:  # abs_diff
                 parts.append((a - b).abs())
-        return torch.cat(parts, dim=1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

@@ -1,14 +1,18 @@
-"""Object2VecModel: enc0 and enc1 -> comparator -> MLP -> output layer."""
+"""Object2VecModel: enc0 and enc1 -> comparator -> MLP -> output layer.
+
+Inputs are flat token batches, one `Tokens` per side (data/batching.py); `layouts` names the
+view each side's encoder reads, for the batcher to build once per batch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from object2vec.config import Hyperparameters
+from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
 from object2vec.model.comparator import Comparator
 from object2vec.model.encoders import build_encoder
@@ -76,19 +80,22 @@ class Object2VecModel(nn.Module):
     def token_embedding(self, index: int) -> nn.Embedding:
         return self.encoders[index].embedding
 
-    def encode(self, index: int, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Embeddings of single objects from encoder `index`: (B, L), (B,) -> (B, enc_dim)."""
-        return self.encoders[index](ids, lengths)
+    @property
+    def layouts(self) -> tuple[str, str]:
+        """The batch view each encoder reads ("flat", "packed", "padded"), in0 then in1."""
+        return (self.encoders[0].layout, self.encoders[1].layout)
 
-    def forward(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:
+    def encode(self, index: int, tokens: Tokens) -> torch.Tensor:
+        """Embeddings of single objects from encoder `index`: B sequences -> (B, enc_dim)."""
+        return self.encoders[index](tokens)
+
+    def forward(self, in0: Tokens, in1: Tokens) -> torch.Tensor:
         """Raw outputs: (B, num_classes) logits for softmax, (B, 1) values for regression."""
         if self.siamese:  # one encoder: both sides in one forward (half the kernel launches)
-            width = max(in0.shape[1], in1.shape[1])
-            ids = torch.cat([F.pad(in0, (0, width - in0.shape[1])), F.pad(in1, (0, width - in1.shape[1]))])
-            a, b = self.encode(0, ids, torch.cat([len0, len1])).split(in0.shape[0])  # (B, enc_dim) each
+            a, b = self.encode(0, Tokens.cat([in0, in1])).split(len(in0))  # (B, enc_dim) each
         else:
-            a = self.encode(0, in0, len0)  # (B, enc_dim)
-            b = self.encode(1, in1, len1)  # (B, enc_dim)
+            a = self.encode(0, in0)  # (B, enc_dim)
+            b = self.encode(1, in1)  # (B, enc_dim)
         return self.score_encodings(a, b)
 
     def score_encodings(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -96,7 +103,7 @@ class Object2VecModel(nn.Module):
         Retrieval re-ranks stored candidate encodings with it."""
         return self.mlp(self.comparator(a, b))
 
-    def predict(self, in0: torch.Tensor, len0: torch.Tensor, in1: torch.Tensor, len1: torch.Tensor) -> torch.Tensor:
+    def predict(self, in0: Tokens, in1: Tokens) -> torch.Tensor:
         """Scores as served: softmax probabilities (B, num_classes) or values (B, 1)."""
-        out = self(in0, len0, in1, len1)
+        out = self(in0, in1)
         return torch.softmax(out, dim=1) if self.hp.is_classification else out

@@ -10,8 +10,9 @@ LayerNorm. So a mapping of weight names is all it takes (`CHECKPOINT_NAMES`: the
 separate query/key/value projections are concatenated into torch's in_proj), and torch's fused
 attention applies; in inference (or with the whole transformer frozen) `nn.TransformerEncoder`
 takes its fast path, which packs the batch into a nested tensor so padding costs no compute.
-The one difference is in training only: torch's layer has a dropout between the two feed-forward
-Linears, which BERT has not.
+torch's layer also has a dropout between the two feed-forward Linears, which BERT has not; it is
+replaced by an identity, so that training sees exactly the checkpoint's dropouts (embeddings,
+attention probabilities, attention output, feed-forward output).
 
 Loading a checkpoint never runs code from it: config.json is bounded JSON (`TransformerSpec.from_
 hf_config`: every size range-checked, the parameter count capped, all before any allocation),
@@ -29,7 +30,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from object2vec.config import FREEZE_ALL, EncoderConfig
+from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
 
 logger = logging.getLogger(__name__)
@@ -404,6 +406,10 @@ class PretrainedTransformer(nn.Module):
             batch_first=True,
             norm_first=False,  # BERT is post-norm
         )
+        # BERT drops nothing between its two feed-forward Linears; torch's layer would (at the
+        # hidden dropout rate), adding noise the checkpoint was never trained with to every
+        # fine-tuning step. The inference fast path never applies it, so only training changes.
+        layer.dropout = nn.Identity()
         # The nested-tensor fast path needs an even head count; asking for it otherwise only warns.
         self.encoder = nn.TransformerEncoder(layer, spec.layers, enable_nested_tensor=spec.heads % 2 == 0)
         # torch's own fast path builds nested tensors and warns that their API is a prototype:
@@ -490,7 +496,8 @@ def bf16_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any
 
 
 class TransformerEncoder(nn.Module):
-    """ids (B, L) + lengths (B,) -> the pooled last layer of a pretrained transformer (B, enc_dim).
+    """A batch side (Tokens, read as its padded (B, L) view) -> the pooled last layer of a pretrained
+    transformer (B, enc_dim).
 
     Pooled as the checkpoint says (masked mean, [CLS] or masked max; L2-normalised when it has a
     Normalize module), then projected to enc_dim, or not at all when enc_dim is the hidden size,
@@ -508,7 +515,10 @@ class TransformerEncoder(nn.Module):
         # width plus one attention row per head.
         self.token_cost = spec.intermediate_size + spec.heads * config.max_seq_len
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    layout: ClassVar[str] = "padded"  # attention runs over a (B, L) rectangle of ids
+
+    def forward(self, tokens: Tokens) -> torch.Tensor:
+        ids, lengths = tokens.padded_ids(), tokens.lengths  # (B, L) padded with 0, (B,)
         # An empty row attends to its first (padding) position instead of to nothing (NaN); its
         # pooled vector is zeroed below.
         mask = torch.arange(ids.shape[1], device=ids.device) < lengths.clamp(min=1)[:, None]  # (B, L)

@@ -22,7 +22,7 @@ import orjson
 import torch
 
 from object2vec.config import Hyperparameters
-from object2vec.data.batching import pad
+from object2vec.data.batching import Tokens
 from object2vec.data.records import TokenSequences
 from object2vec.errors import AlgorithmError, RequestError
 from object2vec.model.io import load_model
@@ -263,9 +263,11 @@ class Predictor:
         out = torch.empty((len(in0), self.hp.output_dim), dtype=torch.float32)
         with torch.inference_mode():
             for index in self._chunks([in0.lengths, in1.lengths], list(self.token_cost)):
-                ids0, len0 = pad(in0, index)  # (B, L0), (B,)
-                ids1, len1 = pad(in1, index)  # (B, L1), (B,)
-                scores = self.model.predict(*(t.to(self.device) for t in (ids0, len0, ids1, len1)))
+                sides = [
+                    Tokens.gather(sequences, index).with_layout(layout).to(self.device)
+                    for sequences, layout in zip((in0, in1), self.model.layouts, strict=True)
+                ]
+                scores = self.model.predict(*sides)
                 out[index] = scores.float().cpu()  # (B, output_dim)
         return out.numpy()
 
@@ -273,8 +275,8 @@ class Predictor:
         out = torch.empty((len(sequences), self.hp.enc_dim), dtype=torch.float32)
         with torch.inference_mode():
             for index in self._chunks([sequences.lengths], [self.token_cost[side]]):
-                ids, lengths = pad(sequences, index)  # (B, L), (B,)
-                embeddings = self.model.encode(side, ids.to(self.device), lengths.to(self.device))
+                tokens = Tokens.gather(sequences, index).with_layout(self.model.layouts[side])
+                embeddings = self.model.encode(side, tokens.to(self.device))
                 out[index] = embeddings.float().cpu()  # (B, enc_dim)
         return out.numpy()
 

@@ -44,6 +44,7 @@ from typing import Any
 from object2vec.errors import Object2VecError
 from object2vec.serving.settings import ServerSettings
 from object2vec.startup import STOP_SIGNALS, unblock_stop_signals
+from object2vec.threads import free_cores
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def serve_main(argv: Sequence[str]) -> int:
     configure_logging()
     if argv:
         logger.warning("Ignoring arguments after 'serve': %s", " ".join(argv))
-    settings = ServerSettings.from_env()
+    settings = ServerSettings.from_env(free=free_cores())  # threads per worker: as training sizes them
     config = ServingConfig.from_env(workers=settings.workers)
     os.environ[THREADS_ENV] = str(settings.threads_per_worker)
     # Also bounds OpenMP/MKL pools created before post_fork runs (inherited by the workers).

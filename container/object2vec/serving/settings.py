@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from object2vec.environment import available_cpus
+from object2vec.threads import thread_count
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,10 @@ class ServerSettings:
     graceful_timeout_s: int
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, cores: int | None = None) -> ServerSettings:
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, cores: int | None = None, free: float | None = None
+    ) -> ServerSettings:
+        """`free`: idle cores (threads.free_cores()), shared by the workers; None: all cores count."""
         env = os.environ if env is None else env
         cores = cores or available_cpus()
         workers = server_workers(env, cores)
@@ -123,7 +127,7 @@ class ServerSettings:
         return cls(
             port=_int_env(env, PORT_ENV, DEFAULT_PORT, 1, 65535),
             workers=workers,
-            threads_per_worker=max(1, cores // workers),
+            threads_per_worker=thread_count(max(1, cores // workers), env, None if free is None else free / workers),
             timeout_s=timeout,
             graceful_timeout_s=min(GRACEFUL_TIMEOUT_S, timeout),
         )

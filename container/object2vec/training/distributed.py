@@ -300,8 +300,7 @@ class BatchStream:
 def slice_batch(batch: Batch, parts: int, index: int) -> Batch:
     """Rows of part `index` of `parts` near-equal contiguous parts."""
     rows = torch.tensor_split(torch.arange(len(batch)), parts)[index]
-    part = slice(int(rows[0]), int(rows[-1]) + 1)
-    return Batch(batch.in0[part], batch.len0[part], batch.in1[part], batch.len1[part], batch.labels[part])
+    return batch.narrow(int(rows[0]), len(rows))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -21,6 +23,7 @@ from object2vec.model.object2vec import Object2VecModel
 from object2vec.retrieval.candidates import CHANNEL as CANDIDATES
 from object2vec.retrieval.candidates import CandidateBlock, read_catalogue
 from object2vec.retrieval.index_file import INDEX_FILE
+from object2vec.threads import describe_wait_policy, free_cores, thread_count
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
 from object2vec.training.distributed import Distributed, Topology, connect, plan_topology, run_local_processes
 from object2vec.training.metrics import log_quality
@@ -66,17 +69,25 @@ def train_with(
     env: TrainingEnvironment, stop: StopSignal, hp: Hyperparameters, dist: Distributed, started: float
 ) -> None:
     device = dist.device
+    idle = ""
     if device.type == "cpu":
-        torch.set_num_threads(max(env.num_cpus // dist.local_size, 1))
-    logger.info("Training on %s with %d CPU thread(s)", device, torch.get_num_threads())
+        free = free_cores()  # shared by this host's processes, like its cores
+        share = None if free is None else free / dist.local_size
+        torch.set_num_threads(thread_count(max(env.num_cpus // dist.local_size, 1), free=share))
+        idle = f" ({free:.1f} of {env.num_cpus} cores idle at start)" if free is not None else ""
+    logger.info(
+        "Training on %s with %d CPU thread(s)%s, %s", device, torch.get_num_threads(), idle, describe_wait_policy()
+    )
     torch.manual_seed(hp.seed)
 
+    clock = {"start": time.perf_counter()}
     train = read_train_channel(env, hp, stop)
     # The catalogue is read (and checked) before training, so that a bad one fails in seconds, not
     # after hours; only the master writes the model, so only it needs it.
     catalogue = read_catalogue(env.channels[CANDIDATES], hp) if CANDIDATES in env.channels and dist.is_master else None
     validation = shard(dist, env, "validation", read_optional_channel(env, "validation", hp))
     test = shard(dist, env, "test", read_optional_channel(env, "test", hp))
+    clock["data"] = time.perf_counter()
 
     checkpoints = read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))
     model = Object2VecModel(hp, transformer_specs(checkpoints)).to(device)
@@ -88,8 +99,10 @@ def train_with(
     store = CheckpointStore(env.checkpoint_dir, env.current_host) if env.checkpoint_dir.is_dir() else None
     checkpointer = Checkpointer(store, dist, hp.to_dict())
     trainer = Trainer(model, hp, device, env.current_host, stop, dist, checkpointer, env.channels["train"].distribution)
+    clock["model"] = time.perf_counter()
     with stop.deferred():
         result = trainer.fit(train, validation, checkpointer.resume(trainer))
+        clock["training"] = time.perf_counter()
         if result.best_state is None:
             raise TrainingStopped(
                 f"training stopped by {result.stopped_by} before the first epoch ended; no model saved"
@@ -114,17 +127,21 @@ def train_with(
         if test is not None:
             for name, value in trainer.evaluate(test).items():
                 log_quality(env.current_host, "test", name, value)
+        clock["test"] = time.perf_counter()
         if dist.is_master:  # one model for the whole job
             save_model(model, env.model_dir, info)
         dist.barrier()
+        clock["saving"] = time.perf_counter()
     logger.info(
         "Saved the model of epoch %d to %s (%.1f s in all)", result.best_epoch, env.model_dir, time.time() - started
     )
     if catalogue is not None:
         write_retrieval_index(env, hp, catalogue, stop)
+        clock["retrieval index"] = time.perf_counter()
     elif dist.is_master and (env.model_dir / INDEX_FILE).exists():  # an earlier model's: it would not load
         (env.model_dir / INDEX_FILE).unlink()
         logger.warning("Removed %s: it was built for an earlier model", env.model_dir / INDEX_FILE)
+    logger.info("%s", describe_time(clock, result.epochs_completed))
 
 
 def write_retrieval_index(
@@ -142,6 +159,28 @@ def write_retrieval_index(
             f"{env.model_dir}, the index was not; build it with `python -m object2vec index --model-dir MODEL_DIR "
             "CANDIDATES...`"
         ) from err
+
+
+def describe_time(clock: dict[str, float], epochs: int) -> str:
+    """Where the job's time went: the log line users (and benchmarks/movielens.py) read."""
+    age = process_age()
+    startup = (
+        f"start-up {age - (time.perf_counter() - clock['start']):.2f} s (interpreter, imports, setup), " if age else ""
+    )
+    phases = list(clock.items())
+    parts = [f"{name} {end - begin:.2f} s" for (_, begin), (name, end) in zip(phases, phases[1:], strict=False)]
+    return f"Time: {startup}{', '.join(parts)} ({epochs} epoch(s), validation included)"
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux: /proc), so start-up time can be reported."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time after boot
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(uptime - started, 0.0)
 
 
 def check_channels(env: TrainingEnvironment) -> None:

@@ -73,20 +73,25 @@ class MetricAccumulator:
         self.count = 0
         self.sums: dict[str, torch.Tensor] = {}
 
-    def add(self, outputs: torch.Tensor, labels: torch.Tensor) -> None:
-        """outputs: (B, C) logits or (B, 1) values; labels: (B,)."""
+    def add(self, outputs: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor | None = None) -> None:
+        """outputs: (B, C) logits or (B, 1) values; labels: (B,); loss: the batch's mean loss when
+        training computed it already (cross-entropy or squared error), so it is not computed twice."""
         with torch.no_grad():
+            count = labels.shape[0]
             if self.classification:
-                stats = {
-                    "cross_entropy": F.cross_entropy(outputs, labels, reduction="sum"),
-                    "accuracy": (outputs.argmax(dim=1) == labels).sum(),
-                }
+                total = loss * count if loss is not None else F.cross_entropy(outputs, labels, reduction="sum")
+                stats = {"cross_entropy": total, "accuracy": (outputs.argmax(dim=1) == labels).sum()}
             else:
                 error = outputs.squeeze(1).float() - labels
-                stats = {"mean_squared_error": (error * error).sum(), "mean_absolute_error": error.abs().sum()}
-        for name, value in stats.items():
-            self.sums[name] = self.sums.get(name, 0) + value.double()
-        self.count += int(labels.shape[0])
+                total = loss * count if loss is not None else (error * error).sum()
+                stats = {"mean_squared_error": total, "mean_absolute_error": error.abs().sum()}
+            for name, value in stats.items():
+                kept = self.sums.get(name)
+                if kept is None:
+                    self.sums[name] = value.double()
+                else:
+                    kept.add_(value)  # in float64, on the device: no host sync per batch
+        self.count += int(count)
 
     def result(self) -> dict[str, float]:
         return {name: float(total) / max(self.count, 1) for name, total in self.sums.items()}

@@ -14,10 +14,16 @@ adjusts their gradients right before every step:
 row_sparse: adam -> torch.optim.SparseAdam for the token embeddings (a lazy Adam: moments and
 weights of a row change only in steps that use it) plus fused Adam for the other parameters;
 adagrad and sgd take sparse gradients directly (the non-fused implementations).
+
+Every optimizer is built through `eager(...)`: torch.optim imports torch._dynamo (with sympy and
+inductor) the first time an optimizer is built or stepped, only to mark its methods "never
+compile". That import takes longer than importing torch itself (measured: 5.4 s of a 13.9 s
+`train` run under load, about 40% of its start-up), and nothing here is compiled.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +34,42 @@ from object2vec.config import Hyperparameters
 from object2vec.data.vocab import FROZEN_ROWS
 from object2vec.model.transformer import transformer_parameters
 from object2vec.training.pretrained_lr import pretrained_param_groups
+
+_EAGER: dict[type, type] = {}
+# Optimizer methods that import torch._dynamo on their first call, to wrap themselves in
+# torch._dynamo.disable; torch caches the wrapped function on the function as this attribute.
+_DYNAMO_CACHE = "__dynamo_disable"
+_DISABLED_METHODS = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+
+
+def eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
+    """`cls` as a subclass that computes exactly the same but never imports torch._dynamo.
+
+    In eager mode `torch._dynamo.disable(f)` is `f` and `graph_break()` does nothing, so: the
+    methods torch wraps with `_disable_dynamo` get their cache filled with themselves, and step
+    runs torch's own step function under no_grad (what its `_use_grad` wrapper does for a
+    non-differentiable optimizer, minus the graph breaks). Where torch's structure is not the
+    expected one (another torch version), `cls` is returned unchanged: correct, only slower.
+    """
+    if cls in _EAGER:
+        return _EAGER[cls]
+    step: Any = cls.step
+    while hasattr(step, "__wrapped__"):  # torch's profile_hook_step, then _use_grad (or no_grad)
+        step = step.__wrapped__
+    methods = [getattr(torch.optim.Optimizer, name, None) for name in _DISABLED_METHODS]
+    if not callable(step) or not all(hasattr(method, "__wrapped__") for method in methods):
+        _EAGER[cls] = cls
+        return cls
+    for method in methods:
+        setattr(method.__wrapped__, _DYNAMO_CACHE, method.__wrapped__)  # type: ignore[union-attr]
+
+    @functools.wraps(step)
+    def eager_step(self: torch.optim.Optimizer, closure: Callable[[], float] | None = None) -> Any:
+        with torch.no_grad():
+            return step(self, closure)
+
+    _EAGER[cls] = type(cls.__name__, (cls,), {"step": eager_step, "__doc__": cls.__doc__})
+    return _EAGER[cls]
 
 
 def token_embeddings(model: nn.Module) -> list[nn.Embedding]:
@@ -136,26 +178,21 @@ def make_embedding_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.opt
     ]
     optimizer: torch.optim.Optimizer
     if hp.optimizer == "adam" and sparse:
-        sparse_adam = torch.optim.SparseAdam(tables, lr=lr)
+        sparse_adam = eager(torch.optim.SparseAdam)(tables, lr=lr)
         sparse_adam.register_step_pre_hook(EmbeddingGradients(embeddings, decay))
-        dense_adam = torch.optim.Adam(rest, lr=lr, weight_decay=decay, fused=True)
+        dense_adam = eager(torch.optim.Adam)(rest, lr=lr, weight_decay=decay, fused=True)
         return OptimizerGroup([sparse_adam, dense_adam])
+    # The fused and foreach kernels take dense gradients only.
+    kernel = {"foreach": False} if sparse else {"fused": True}
     if hp.optimizer == "adam":
-        optimizer = torch.optim.Adam(groups, lr=lr, fused=True)
+        optimizer = eager(torch.optim.Adam)(groups, lr=lr, fused=True)
     elif hp.optimizer == "adagrad":
-        # The fused and foreach kernels take dense gradients only.
-        optimizer = (
-            torch.optim.Adagrad(groups, lr=lr, foreach=False)
-            if sparse
-            else torch.optim.Adagrad(groups, lr=lr, fused=True)
-        )
+        optimizer = eager(torch.optim.Adagrad)(groups, lr=lr, **kernel)
     elif hp.optimizer == "sgd":
-        optimizer = (
-            torch.optim.SGD(groups, lr=lr, foreach=False) if sparse else torch.optim.SGD(groups, lr=lr, fused=True)
-        )
+        optimizer = eager(torch.optim.SGD)(groups, lr=lr, **kernel)
     elif hp.optimizer == "rmsprop":
-        optimizer = torch.optim.RMSprop(groups, lr=lr)
+        optimizer = eager(torch.optim.RMSprop)(groups, lr=lr)
     else:  # adadelta: no learning rate, as in trainer.make_optimizer
-        optimizer = torch.optim.Adadelta(groups, lr=1.0)
+        optimizer = eager(torch.optim.Adadelta)(groups, lr=1.0)
     optimizer.register_step_pre_hook(EmbeddingGradients(embeddings, decay))
     return optimizer

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from object2vec.config import Hyperparameters
-from object2vec.data.batching import iterate_batches
+from object2vec.data.batching import iterate_batches, length_sorted_batches
 from object2vec.data.records import PairDataset
 from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
@@ -26,7 +26,7 @@ from object2vec.model.object2vec import Object2VecModel
 from object2vec.training.checkpoint import Checkpointer, Position, Resume
 from object2vec.training.distributed import FULLY_REPLICATED, Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
-from object2vec.training.optimizers import make_embedding_optimizer, needs_embedding_optimizer
+from object2vec.training.optimizers import eager, make_embedding_optimizer, needs_embedding_optimizer
 from object2vec.training.pretrained_lr import add_warmup, pretrained_param_groups
 from object2vec.training.signals import StopSignal
 
@@ -48,17 +48,18 @@ def _dense_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim
     lr, decay = hp.learning_rate, hp.weight_decay
     # The fused kernels update all parameters in one pass: several times faster than the
     # per-tensor loop on CPU as on GPU.
+    # eager(): the same optimizers, without torch.optim's slow import of torch._dynamo.
     if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=decay, fused=True)
+        return eager(torch.optim.Adam)(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, weight_decay=decay, fused=True)
+        return eager(torch.optim.Adagrad)(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=decay, fused=True)
+        return eager(torch.optim.SGD)(params, lr=lr, weight_decay=decay, fused=True)
     if hp.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=decay)
+        return eager(torch.optim.RMSprop)(params, lr=lr, weight_decay=decay)
     # AdaDelta adapts its own step size; like MXNet's AdaDelta (the original's engine) it takes
     # no learning rate, so learning_rate is not applied (lr=1.0 is the unscaled update).
-    return torch.optim.Adadelta(params, lr=1.0, weight_decay=decay)
+    return eager(torch.optim.Adadelta)(params, lr=1.0, weight_decay=decay)
 
 
 def compute_loss(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -> torch.Tensor:
@@ -172,7 +173,7 @@ class Trainer:
         accumulator = MetricAccumulator(hp.is_classification)
         if skip and self.resume is not None and self.dist.is_master:  # sums of the steps done
             accumulator.count = self.resume.train_count
-            accumulator.sums = {k: v.to(self.device).double() for k, v in self.resume.train_sums.items()}
+            accumulator.sums = {k: v.to(self.device).double().clone() for k, v in self.resume.train_sums.items()}
         start = time.perf_counter()
         train = with_negatives(train, hp.negative_sampling_rate, self.generator)  # drawn afresh each epoch
         # Each process takes its slice of every global mini-batch; all stop after the same step.
@@ -183,14 +184,15 @@ class Trainer:
             self.stop,
             skip,
         )
+        layouts = model.layouts
         for batch in stream:
-            batch = batch.to(self.device)
-            outputs = self.net(batch.in0, batch.len0, batch.in1, batch.len1)
+            batch = batch.with_layouts(layouts).to(self.device)  # an encoder's packing, made once per batch
+            outputs = self.net(batch.in0, batch.in1)
             loss = compute_loss(outputs, batch.labels, hp.is_classification)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            accumulator.add(outputs.detach(), batch.labels)
+            accumulator.add(outputs.detach(), batch.labels, loss.detach())
         self.dist.all_reduce_(accumulator)  # the job's sums; forces the device sync
         if stream.stopped:
             self.stopped_at, self.partial = stream.steps, (accumulator.count, accumulator.sums)
@@ -207,9 +209,11 @@ class Trainer:
         self.model.eval()
         accumulator = MetricAccumulator(self.hp.is_classification)
         batch_size = max(self.hp.mini_batch_size, EVAL_BATCH_SIZE)
-        for batch in iterate_batches(dataset, batch_size):
-            batch = batch.to(self.device)
-            accumulator.add(self.model(batch.in0, batch.len0, batch.in1, batch.len1), batch.labels)
+        layouts = self.model.layouts
+        # Bucketed by length: the metrics are sums, and similar lengths keep packed steps few.
+        for batch in length_sorted_batches(dataset, batch_size):
+            batch = batch.with_layouts(layouts).to(self.device)
+            accumulator.add(self.model(batch.in0, batch.in1), batch.labels)
         self.dist.all_reduce_(accumulator)  # each process scored its shard
         return accumulator.result()
 
