@@ -142,9 +142,9 @@ def build_with_cli(model_dir: Path, catalogue: Path, core: int, *settings: str) 
         "read_and_encode_cpu_seconds": encode_cpu,
         "index_cpu_seconds": index_cpu,
         "build_cpu_seconds": cpu,
-        # The log gives tenths of seconds: a tiny catalogue's build may read 0.0.
-        "rate_build": round(count / max(build, 0.05)),
-        "rate_build_cpu": round(count / max(cpu, 0.05)),  # per core-second: what one core of its own would do
+        # The log gives hundredths of seconds: a tiny catalogue's build may read 0.00.
+        "rate_build": round(count / max(build, 0.005)),
+        "rate_build_cpu": round(count / max(cpu, 0.005)),  # per core-second: what one core of its own would do
         "rate_process": round(count / wall),
         "search": header["search"],
         "file_mb": round((model_dir / "retrieval.index").stat().st_size / 1e6, 1),
@@ -774,7 +774,8 @@ def render(result: dict[str, Any]) -> str:
             "(re-rank depth 100) interleaved with a plain embedding request to the same server as the reference):",
             "",
             "| candidates | search | build (read + encode + index + write): wall, CPU | whole `index` process | "
-            "index file | top-10 p50 / p99 | embedding p50 / p99 | worker CPU per request: top-10 / embedding | "
+            "index file | top-10 p50 / p99 | embedding p50 / p99 | "
+            "CPU per request, top-10 / embedding: worker (whole server) | "
             "index pages per worker (2 workers): Rss / Pss | anonymous memory per worker | load before / after |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -787,11 +788,12 @@ def render(result: dict[str, Any]) -> str:
                 continue
             workers = row["workers"]
             lines.append(
-                f"| {row['candidates']:,} | {kind} | {row['build_seconds']:.1f} s = {row['rate_build']:,}/s, "
-                f"{row['build_cpu_seconds']:.1f} s = {row['rate_build_cpu']:,}/s | "
+                f"| {row['candidates']:,} | {kind} | {row['build_seconds']:.2f} s = {row['rate_build']:,}/s, "
+                f"{row['build_cpu_seconds']:.2f} s = {row['rate_build_cpu']:,}/s | "
                 f"{row['process_seconds']:.1f} s = {row['rate_process']:,}/s | {row['file_mb']} MB | "
                 f"{row['top10_p50_ms']} / {row['top10_p99_ms']} ms | {row['embedding_p50_ms']} / "
-                f"{row['embedding_p99_ms']} ms | {row['top10_cpu_ms']} / {row['embedding_cpu_ms']} ms | "
+                f"{row['embedding_p99_ms']} ms | {row['top10_cpu_ms']} / {row['embedding_cpu_ms']} ms "
+                f"({row['top10_server_cpu_ms']} / {row['embedding_server_cpu_ms']} ms) | "
                 + ", ".join(f"{w['index_rss']:.0f} / {w['index_pss']:.0f} MB" for w in workers)
                 + " | "
                 + ", ".join(f"{w['anonymous']:.0f} MB" for w in workers)

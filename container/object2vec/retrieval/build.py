@@ -115,8 +115,8 @@ class IndexBuilder:
         seconds = time.monotonic() - self.started
         cpu_seconds = time.process_time() - self.started_cpu
         logger.info(
-            "Retrieval index written to %s: %d %s candidates, %s search (%s), %.1f MB, in %.1f s, %.1f s of CPU "
-            "(reading and encoding %.1f s, indexing %.1f s; of CPU %.1f s and %.1f s: %.0f candidates/s, "
+            "Retrieval index written to %s: %d %s candidates, %s search (%s), %.1f MB, in %.2f s, %.2f s of CPU "
+            "(reading and encoding %.2f s, indexing %.2f s; of CPU %.2f s and %.2f s: %.0f candidates/s, "
             "%.0f per CPU-second)",
             model_dir / INDEX_FILE,
             count,
