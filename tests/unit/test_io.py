@@ -255,6 +255,7 @@ def test_a_config_claiming_a_huge_vocabulary_is_refused_from_the_header(saved: P
         load_model(saved)
 
 
+@pytest.mark.slow  # seconds: left out of `make test-unit`
 def test_the_largest_config_is_refused_without_allocating_it(saved: Path, tmp_path: Path) -> None:
     """Both tables at the largest sizes the parser allows (3,000,000 x 1000 float32: 12 GB each).
     In a child process whose data segment may grow by only 512 MiB, so that if the model were

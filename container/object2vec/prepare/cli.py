@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from object2vec import program_name
 from object2vec.errors import ClientError
+from object2vec.logs import configure_stderr_logging
 from object2vec.prepare import embeddings, instances, multilabel, ratings, sentences, text_pairs
 from object2vec.prepare.io import print_report
 
@@ -51,7 +52,8 @@ def prepare_main(argv: Sequence[str]) -> int:
         args = parser.parse_args(list(argv))
     except SystemExit as exit_:  # --help (0) or a usage error (2), already printed by argparse
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
-    _configure_logging(args.log_level)
+    # stderr, so that stdout carries only the JSON report
+    configure_stderr_logging("object2vec.prepare", args.log_level)
     try:
         report = args.run(args)
     except ClientError as err:
@@ -60,13 +62,3 @@ def prepare_main(argv: Sequence[str]) -> int:
     if report is not None:  # None: the subcommand wrote its output to stdout itself (tokenize)
         print_report(report)
     return EXIT_OK
-
-
-def _configure_logging(level: str) -> None:
-    """Log to stderr so that stdout carries only the JSON report; leave existing handlers alone."""
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(name)s] %(message)s", "%H:%M:%S"))
-        root.addHandler(handler)
-    logging.getLogger("object2vec.prepare").setLevel(level)
