@@ -25,8 +25,10 @@ from pathlib import Path
 
 import orjson
 
+from object2vec.config import MAX_SEQ_LEN_LIMIT  # the largest encX_max_seq_len the trainer accepts
 from object2vec.errors import ClientError
 from object2vec.prepare.io import write_json
+from object2vec.record_format import TooLarge, read_vocab_file
 
 UNK = "<unk>"
 RESERVED_SCHEMES: dict[str, tuple[str, ...]] = {
@@ -55,7 +57,6 @@ TOKEN_PATTERN = re.compile(
 # "it's" -> "it" "'s", "o'neill's" -> "o'neill" "'s". GloVe has vectors for "n't", "'s", "'re", ...
 # but none for "don't" or "it's" (6.4% of the STS Benchmark vocabulary was such tokens).
 CLITIC = re.compile(r"(\w+(?:'\w+)*?)(n't|'(?:s|re|m|ll|ve|d))", re.IGNORECASE)
-MAX_SEQ_LEN_LIMIT = 5000  # the largest encX_max_seq_len the trainer accepts
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,12 @@ class Vocab:
     def read(cls, path: Path, option: str = "--vocab") -> Vocab:
         """A vocab.json (token -> id); <unk>, if present, receives unknown tokens."""
         try:
-            data = orjson.loads(path.read_bytes())
+            data = read_vocab_file(path)
         except FileNotFoundError as err:
             raise ClientError(f"{option} {path}: no such file") from err
-        except (OSError, orjson.JSONDecodeError) as err:
+        except TooLarge as err:
+            raise ClientError(f"{option} {path}: {err}; not a vocab file") from err
+        except (OSError, EOFError, orjson.JSONDecodeError) as err:
             raise ClientError(f"{option} {path}: not a readable JSON file ({err})") from err
         if not isinstance(data, dict) or not data:
             raise ClientError(
@@ -175,7 +178,7 @@ class LengthStats:
         return self.longest
 
     def suggest(self, q: float, cap: int = 0) -> int:
-        """A max_seq_len covering q% of the sequences, within the trainer's range [1, 5000]."""
+        """A max_seq_len covering q% of the sequences, within the trainer's range [1, MAX_SEQ_LEN_LIMIT]."""
         length = self.percentile(q)
         if cap:
             length = min(length, cap)
