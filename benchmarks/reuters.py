@@ -292,6 +292,12 @@ def main() -> None:
         default=",".join(ENCODERS),
         help=f"comma-separated encoders to train (default {','.join(ENCODERS)})",
     )
+    parser.add_argument(
+        "--hp",
+        type=json.loads,
+        default={},
+        help="JSON object of settings over the chosen ones, e.g. '{\"negative_sampling_rate\": 89}' (noted in rows)",
+    )
     args = parser.parse_args()
     encoders = [name for name in args.encoders.split(",") if name]
     unknown = sorted(set(encoders) - set(ENCODERS))
@@ -339,6 +345,7 @@ def main() -> None:
     rows, curves = [], {}
     for encoder in encoders:
         hp = {**report["hyperparameters"], **BASE_HP, **ENCODER_HP[encoder], **(QUICK_HP if args.quick else {})}
+        hp.update(args.hp)
         hp["enc1_vocab_size"] = len(labels)
         ours = train_and_score(encoder, hp, channels, root, data, len(labels), (len(validation), len(test)))
         run = ours.pop("run")
@@ -353,7 +360,8 @@ def main() -> None:
             run.seconds,
             "fastText one-vs-all",
             target=f">= {P_AT_1_TARGET}",
-            notes=f"{ours['test_docs']} test docs x {len(labels)} labels scored in {ours['predict_seconds']:.1f} s",
+            notes=f"{ours['test_docs']} test docs x {len(labels)} labels scored in {ours['predict_seconds']:.1f} s"
+            + (f"; settings {json.dumps(args.hp)}" if args.hp else ""),
         )
         p1.met, p1.missed_by = common.judge_at_least(ours["p_at_1"], P_AT_1_TARGET)
         f1 = common.Row(
