@@ -223,3 +223,17 @@ def test_attention_pool_starts_as_the_mean_and_weights_by_score() -> None:
     with torch.no_grad():
         pool.score.weight.mul_(1000.0)
     assert torch.isfinite(pool(features, rows, 3)).all()
+
+
+@pytest.mark.parametrize("seqs", [SEQS, [[3, 1], [4]], [[], []]], ids=["with-empty", "no-empty", "only-empty"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_cudnn_path_gives_the_states_of_the_scan(layers: int, seqs: list[list[int]]) -> None:
+    # On a GPU bilstm runs nn.LSTM on packed sequences (cuDNN); nn.LSTM runs them on the CPU too,
+    # so its path is checked here against the hand-written scan: same states in the same order.
+    encoder = make_encoder("bilstm", layers, 3)
+    tokens = Tokens.from_lists(seqs)
+    x = encoder.embedding(tokens.ids.index_select(0, tokens.packed().order))  # (T, D) slot order
+    torch.testing.assert_close(encoder._cudnn(tokens, x), encoder._scan(tokens, x))
+    encoder.train()
+    encoder._cudnn(tokens, x).sum().backward()
+    assert all(p.grad is not None for p in encoder.lstm.parameters())

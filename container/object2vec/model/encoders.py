@@ -180,12 +180,11 @@ class BiLSTMEncoder(nn.Module):
     def _cudnn(self, tokens: Tokens, x: torch.Tensor) -> torch.Tensor:
         """(T, 2H) as _scan, by cuDNN."""
         packing = tokens.packed()
-        if not len(x):  # every sequence is empty: no state anywhere
-            return x.new_zeros(0, 2 * self.lstm.hidden_size) + x.sum()
-        if packing.steps[0] == len(tokens):  # no empty sequence: the packing as is, slot order out
+        if packing.steps and packing.steps[0] == len(tokens):  # no empty sequence: the packing as is
             packed = PackedSequence(x, packing.batch_sizes, packing.sorted_rows, packing.rank)
             return self.lstm(packed)[0].data  # (T, 2H)
-        # PackedSequence has no empty sequences: give them one token, never read back
+        # PackedSequence has no empty sequences: give them one token, never read back (with only
+        # empty sequences the LSTM still runs, so its weights get their zero gradients)
         lengths = tokens.lengths.clamp(min=1)
         padded = x.new_zeros(len(tokens), int(lengths.max()), x.shape[1])
         padded[tokens.rows, tokens.positions()] = x.index_select(0, packing.position)
