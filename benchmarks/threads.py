@@ -35,7 +35,7 @@ CHILD = """
 import json, os, sys, time
 import numpy as np
 sys.path.insert(0, {benchmarks!r})
-from object2vec.threads import configure_threads, free_cores, thread_count
+from object2vec.threads import ThreadGovernor, configure_threads, free_cores, thread_count
 configure_threads()  # what `train` does before torch loads (a no-op for variables already set)
 import torch
 import train_throughput
@@ -43,48 +43,80 @@ train_throughput.RECORDS = {records}
 from train_throughput import synthetic_dataset, trainer_epochs
 threads = thread_count({cores}, free=free_cores())  # what `train` does (OBJECT2VEC_THREADS wins)
 torch.set_num_threads(threads)
+governor = ThreadGovernor.start({cores}) if {governed} else None  # what `train` does
 dataset = synthetic_dataset(np.random.default_rng(0), 10000, 20)
-epoch = trainer_epochs({network!r}, dataset, 10000, 20)
+epoch = trainer_epochs({network!r}, dataset, 10000, 20, governor)
 epoch()  # warm-up
-seconds = sum(epoch() for _ in range({epochs}))
-print(json.dumps({{"rate": {records} * {epochs} / seconds, "threads": threads}}))
+print("ready", flush=True)
+sys.stdin.readline()  # the parent starts the busy processes of the "arriving" case now
+start, epochs = time.perf_counter(), 0
+while epochs < 1 or time.perf_counter() - start < {seconds}:
+    epoch()
+    epochs += 1
+seconds = time.perf_counter() - start
+print(json.dumps({{"rate": {records} * epochs / seconds, "threads": threads, "last": torch.get_num_threads(),
+                  "changes": governor.changes if governor else 0}}))
 """
+CASES = ("idle", "loaded", "arriving")  # arriving: the busy processes start after the warm-up epoch
 
 
-def settings(cores: int) -> dict[str, dict[str, str]]:
+def settings(cores: int) -> dict[str, tuple[dict[str, str], bool]]:
+    """name: (environment, whether a ThreadGovernor re-sizes the threads as `train` does)."""
     return {
-        # libgomp's own default: with OMP_WAIT_POLICY unset it spins 300,000 rounds (about 3 ms).
-        "torch default (spin ~3 ms), all cores": {
-            "GOMP_SPINCOUNT": "300000",
-            "OMP_NUM_THREADS": str(cores),
-            "OBJECT2VEC_THREADS": str(cores),
-        },
-        "OMP_WAIT_POLICY=PASSIVE, all cores": {
-            "OMP_WAIT_POLICY": "PASSIVE",
-            "OMP_NUM_THREADS": str(cores),
-            "OBJECT2VEC_THREADS": str(cores),
-        },
-        "GOMP_SPINCOUNT=10000, all cores": {
-            "GOMP_SPINCOUNT": "10000",
-            "OMP_NUM_THREADS": str(cores),
-            "OBJECT2VEC_THREADS": str(cores),
-        },
-        "1 thread": {"OMP_NUM_THREADS": "1", "OBJECT2VEC_THREADS": "1"},
-        "object2vec default (idle cores, PASSIVE)": {},
+        # libgomp's own default: with OMP_WAIT_POLICY unset it spins 300,000 rounds before sleeping.
+        "torch default (spin), all cores": (
+            {"GOMP_SPINCOUNT": "300000", "OMP_NUM_THREADS": str(cores), "OBJECT2VEC_THREADS": str(cores)},
+            False,
+        ),
+        "OMP_WAIT_POLICY=PASSIVE, all cores": (
+            {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(cores), "OBJECT2VEC_THREADS": str(cores)},
+            False,
+        ),
+        "1 thread": ({"OMP_NUM_THREADS": "1", "OBJECT2VEC_THREADS": "1"}, False),
+        "PASSIVE, idle cores at start (old default)": ({"OMP_WAIT_POLICY": "PASSIVE"}, False),
+        "object2vec default": ({}, True),
     }
 
 
-def run_child(network: str, epochs: int, records: int, cores: int, env_changes: dict[str, str]) -> dict[str, float]:
+def run_child(
+    network: str,
+    seconds: float,
+    records: int,
+    cores: int,
+    env_changes: dict[str, str],
+    governed: bool,
+    hogs_after_warmup: int = 0,
+) -> dict[str, float]:
     env = {key: value for key, value in os.environ.items() if key not in WAIT_VARIABLES}
     env.update(env_changes)
     env["PYTHONPATH"] = str(ROOT / "container")
     code = CHILD.format(
-        benchmarks=str(ROOT / "benchmarks"), network=network, epochs=epochs, records=records, cores=cores
+        benchmarks=str(ROOT / "benchmarks"),
+        network=network,
+        seconds=seconds,
+        records=records,
+        cores=cores,
+        governed=governed,
     )
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1800)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr[-2000:])
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    hogs: list[subprocess.Popen[bytes]] = []
+    try:
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the {network} run failed before its warm-up ended")
+        hogs = start_hogs(hogs_after_warmup)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        output = child.stdout.read()
+        if child.wait(timeout=1800) != 0:
+            raise RuntimeError(f"the {network} run failed")
+    finally:
+        stop_hogs(hogs)
+        if child.poll() is None:
+            child.kill()
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
@@ -107,44 +139,48 @@ def load() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--encoders", default="pooled_embedding", help="comma-separated networks")
-    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per run (default 1)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed epochs run at least this long (default 3)")
     parser.add_argument("--records", type=int, default=16_384, help="pairs per epoch (default 16384)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each setting per case (default 2)")
     parser.add_argument("--hogs", type=int, default=os.cpu_count() or 1, help="busy processes when loaded")
-    parser.add_argument("--cases", default="idle,loaded", help="idle, loaded or both (default both)")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"some of {', '.join(CASES)} (default all)")
+    parser.add_argument("--settings", default="", help="comma-separated setting names to run (default all)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the busy processes on the way out
     cores = len(os.sched_getaffinity(0))
+    chosen = {name: value for name, value in settings(cores).items() if not args.settings or name in args.settings}
+    cases = args.cases.split(",")
     print(f"{cores} cores; {load()}", flush=True)
     results: dict[tuple[str, str, str], list[float]] = {}
-    for case in args.cases.split(","):
-        hogs = start_hogs(args.hogs) if case == "loaded" else []
-        try:
-            time.sleep(1.0 if hogs else 0.0)
-            for _ in range(args.rounds):
-                for network in args.encoders.split(","):
-                    for name, env_changes in settings(cores).items():
-                        outcome = run_child(network, args.epochs, args.records, cores, env_changes)
+    for _ in range(args.rounds):  # every case in every round: all see the same changes of the load
+        for network in args.encoders.split(","):
+            for case in cases:
+                hogs = start_hogs(args.hogs) if case == "loaded" else []
+                try:
+                    time.sleep(1.0 if hogs else 0.0)
+                    for name, (env_changes, governed) in chosen.items():
+                        arriving = args.hogs if case == "arriving" else 0
+                        outcome = run_child(network, args.seconds, args.records, cores, env_changes, governed, arriving)
                         results.setdefault((case, network, name), []).append(outcome["rate"])
                         print(
-                            f"{case:>6} {network:>16} {name:<40} {outcome['rate']:10,.0f} records/s "
-                            f"({int(outcome['threads'])} thread(s); {load()})",
+                            f"{case:>8} {network:>16} {name:<44} {outcome['rate']:10,.0f} records/s "
+                            f"({int(outcome['threads'])} thread(s) at start, {int(outcome['last'])} at the end, "
+                            f"{int(outcome['changes'])} changes; {load()})",
                             flush=True,
                         )
-        finally:
-            stop_hogs(hogs)
-    print("\nmedian records/s; loaded / idle (1.0 = unaffected by the load)")
+                finally:
+                    stop_hogs(hogs)
+    print("\nmedian records/s [min-max]; under load / idle (1.0 = unaffected by the load)")
     for network in args.encoders.split(","):
-        for name in settings(cores):
+        for name in chosen:
             idle = results.get(("idle", network, name))
-            loaded = results.get(("loaded", network, name))
-            parts = [f"{network:>16} {name:<40}"]
-            if idle:
-                parts.append(f"idle {statistics.median(idle):10,.0f}")
-            if loaded:
-                parts.append(f"loaded {statistics.median(loaded):10,.0f}")
-            if idle and loaded:
-                parts.append(f"ratio {statistics.median(loaded) / statistics.median(idle):.2f}")
+            parts = [f"{network:>16} {name:<44}"]
+            for case in cases:
+                rates = results.get((case, network, name))
+                if rates:
+                    parts.append(f"{case} {statistics.median(rates):8,.0f} [{min(rates):,.0f}-{max(rates):,.0f}]")
+                    if idle and case != "idle":
+                        parts.append(f"{statistics.median(rates) / statistics.median(idle):.2f}")
             print("  ".join(parts))
 
 
