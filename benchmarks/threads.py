@@ -1,18 +1,25 @@
 """Thread settings under load: records/second of the real Trainer with each OpenMP wait policy and
-thread count, on an otherwise idle machine and with a busy process on every core.
+thread count, on an otherwise idle machine, with a busy process on every core from the start, and
+with the busy processes arriving mid-run.
 
 torch's CPU kernels run on a libgomp (OpenMP) thread pool whose idle threads spin before they
-sleep (about 3 ms by default). On a machine of its own that makes parallel regions start fast; on
-a shared one the spinning threads take cores other processes need, and a parallel region waits
-for a thread the scheduler has preempted. Each setting runs in a fresh process (libgomp reads its
-variables once, when torch loads), and the settings take turns so that all see the same load.
+sleep (GOMP_SPINCOUNT=300000 rounds by default). On a machine of its own that makes parallel
+regions start fast; on a shared one the spinning threads take cores other processes need, and a
+parallel region waits for a thread the scheduler has preempted. Each setting runs in a fresh
+process (libgomp reads its variables once, when torch loads); within a round every case and
+setting takes its turn, so that all see the same changes of the machine's other load.
 
     PYTHONPATH=container python benchmarks/threads.py [--encoders pooled_embedding,hcnn] [--rounds 2]
+        [--cases idle,loaded,arriving] [--settings "1 thread,object2vec default"] [--seconds 3]
 
-Loaded means one busy-looping process per core (`--hogs`, default: the number of cores), started
-by this script and stopped when it ends; the load average of the machine is printed too, since
-other work on it counts as well. "object2vec default" is what `train` does when the user sets
-nothing: OMP_WAIT_POLICY=PASSIVE and one thread per core idle at start (object2vec/threads.py).
+Cases: "idle" adds no load; "loaded" starts one busy-looping process per core (`--hogs`, default:
+the number of cores) a second before the run; "arriving" starts them after the warm-up epoch, when
+the timed epochs begin (a count chosen at start is stale then). Timed epochs run for at least
+--seconds. The load average of the machine is printed too, since other work on it counts as well.
+"object2vec default" is what `train` does when the user sets nothing (object2vec/threads.py):
+libgomp's spin, one thread per core idle at start, re-counted every 0.5 s by a ThreadGovernor; the
+old default (before 2026-12-02's change) slept at once (OMP_WAIT_POLICY=PASSIVE) and kept the
+count chosen at start.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Variables that decide how the thread pool waits; each setting states all of them.
-WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "OBJECT2VEC_THREADS")
+WAIT_VARIABLES = (
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "OMP_NUM_THREADS",
+    "OBJECT2VEC_THREADS",
+    "THREADS_BENCHMARK_START_ALL",
+)
 
 CHILD = """
 import json, os, sys, time
@@ -42,6 +55,8 @@ import train_throughput
 train_throughput.RECORDS = {records}
 from train_throughput import synthetic_dataset, trainer_epochs
 threads = thread_count({cores}, free=free_cores())  # what `train` does (OBJECT2VEC_THREADS wins)
+if os.environ.get({start_all_env!r}):
+    threads = {cores}  # as if the cores had been idle at start: the governor alone must step aside
 torch.set_num_threads(threads)
 governor = ThreadGovernor.start({cores}) if {governed} else None  # what `train` does
 dataset = synthetic_dataset(np.random.default_rng(0), 10000, 20)
@@ -57,6 +72,7 @@ seconds = time.perf_counter() - start
 print(json.dumps({{"rate": {records} * epochs / seconds, "threads": threads, "last": torch.get_num_threads(),
                   "changes": governor.changes if governor else 0}}))
 """
+START_ALL_ENV = "THREADS_BENCHMARK_START_ALL"  # the child starts with every core, then re-counts
 CASES = ("idle", "loaded", "arriving")  # arriving: the busy processes start after the warm-up epoch
 
 
@@ -75,6 +91,8 @@ def settings(cores: int) -> dict[str, tuple[dict[str, str], bool]]:
         "1 thread": ({"OMP_NUM_THREADS": "1", "OBJECT2VEC_THREADS": "1"}, False),
         "PASSIVE, idle cores at start (old default)": ({"OMP_WAIT_POLICY": "PASSIVE"}, False),
         "object2vec default": ({}, True),
+        # The default's answer to load it did not see at start, wherever the machine is busy.
+        "object2vec default, forced to all cores at start": ({START_ALL_ENV: "1"}, True),
     }
 
 
@@ -97,6 +115,7 @@ def run_child(
         records=records,
         cores=cores,
         governed=governed,
+        start_all_env=START_ALL_ENV,
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -144,7 +163,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each setting per case (default 2)")
     parser.add_argument("--hogs", type=int, default=os.cpu_count() or 1, help="busy processes when loaded")
     parser.add_argument("--cases", default=",".join(CASES), help=f"some of {', '.join(CASES)} (default all)")
-    parser.add_argument("--settings", default="", help="comma-separated setting names to run (default all)")
+    parser.add_argument("--settings", default="", help="runs the settings whose names occur in this text (default all)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the busy processes on the way out
     cores = len(os.sched_getaffinity(0))
