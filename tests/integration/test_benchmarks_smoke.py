@@ -119,6 +119,8 @@ def test_retrieval_benchmark_quick_mode_runs_end_to_end(tmp_path: Path) -> None:
     (size,) = report["a"]
     assert size["candidates"] == 2000 and size["rate_build"] > 0 and size["top10_p99_ms"] > 0
     assert len(size["workers"]) == 2 and all(worker["anonymous"] > 0 for worker in size["workers"])
+    # CPU per request is read from /proc for the workers (found below serve -> gunicorn) and the whole server.
+    assert 0 < size["top10_cpu_ms"] <= size["top10_server_cpu_ms"]
     assert {row["catalogue"].split(" (")[0] for row in report["b"]} == {
         "clusters, noise 0.5",
         "clusters, noise 1.0",

@@ -35,13 +35,15 @@ def test_header_and_sections(retrieval_model_dir) -> None:
     model_dir = retrieval_model_dir(num_classes=3, retrieval_top_n=7)
     predictor = Predictor.load(model_dir, device="cpu")
     sequences = [[i, i + 1, i + 2, i + 3] for i in range(10)]  # longer than enc1_max_seq_len=3
-    summary = build_index(predictor, blocks(1, sequences), predictor.hp, model_dir)
+    summary = build_index(predictor, blocks(1, sequences, size=3), predictor.hp, model_dir)  # probes span 2 blocks
     file = read_index_file(model_dir / INDEX_FILE)
     header, sections = file.header, file.sections
     assert summary["bytes"] == file.size and header["count"] == 10 and header["side"] == "in1"
     assert header["search"] == {"kind": "exact", "enc_dim": 8, "nlist": 1, "nprobe": 1, "max_norm": 0.0}
     assert header["defaults"] == {"top_n": 7, "score_class": 2} and header["search_is_exact"] is False
     assert header["probes"] == sequences[:4]  # stored as given; encoding truncates
+    assert set(header["seconds"]) == {"encode", "index", "encode_cpu", "index_cpu"}
+    assert summary["cpu_seconds"] >= header["seconds"]["encode_cpu"] + header["seconds"]["index_cpu"] - 1e-3
     encoded = predictor.embed(1, TokenSequences.from_lists(sequences))  # (10, 8)
     np.testing.assert_allclose(sections["probe_vectors"], encoded[:4], rtol=1e-6)
     np.testing.assert_allclose(sections["mean"], encoded.mean(axis=0), rtol=1e-5, atol=1e-6)

@@ -176,3 +176,29 @@ def test_channel_in_pipe_mode_reads_the_first_fifo(tmp_path: Path) -> None:
     blocks = read_catalogue(channel(tmp_path, mode="Pipe"), HP)
     writer.join(timeout=30)
     assert blocks[0].ids == [b'"p"'] and blocks[0].sequences.values.tolist() == [3]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["m1", "é", "日本", "a b", "x" * MAX_ID_CHARS],  # strings written as they are
+        ['q"uote', "back\\slash", "tab\there", "nul\x00", "\u2028"],  # strings JSON escapes
+        [0, -5, 12345678901234567890, 7],  # integers
+        ["5", 5, "five"],  # both kinds in one block
+    ],
+)
+def test_ids_are_kept_as_json_writes_them(tmp_path: Path, ids: list) -> None:
+    """Blocks parsed in bulk encode ids in a few passes; each must equal orjson.dumps of the id, the
+    form responses splice in and exclude_self compares."""
+    import orjson
+
+    _, blocks = read(tmp_path, lines(*({"id": identifier, "in1": [1]} for identifier in ids)))
+    assert [key for block in blocks for key in block.ids] == [orjson.dumps(identifier) for identifier in ids]
+
+
+def test_repeated_id_in_an_earlier_block_names_its_line(tmp_path: Path) -> None:
+    text = lines({"id": "a", "in1": [1]}, {"id": "b", "in1": [1]}, {"id": "c", "in1": [1]}, {"id": "b", "in1": [2]})
+    with pytest.raises(ClientError, match=r"line 4: candidate repeats the id \"b\" of line 2"):
+        read(tmp_path, text, block_records=2)
+    with pytest.raises(ClientError, match=r"line 4: candidate repeats the id \"b\" of line 2"):
+        read(tmp_path, text, block_records=10)  # within one block

@@ -77,13 +77,15 @@ def test_exact_search_equals_brute_force_pair_scoring(
 
 @pytest.mark.slow
 def test_approximate_search_and_rerank_find_the_exact_top_10_in_a_catalogue_of_100k(tmp_path: Path) -> None:
-    """IVF over 100k candidates whose encodings form 1,000 clusters (as learned embeddings do):
-    the re-ranked top-10 is the brute-force top-10 for at least 99% of 200 queries."""
+    """IVF over 100k candidates whose 64-d encodings (the benchmark's enc_dim) form 1,000 clusters (as
+    learned embeddings do): the re-ranked top-10 is the brute-force top-10 for at least 99% of 200
+    queries. (With 16-d encodings the default nprobe finds it for 97-99.5% of them, depending on the
+    k-means sample: benchmarks/results_notes.md, "Retrieval".)"""
     from object2vec.config import Hyperparameters
     from object2vec.model.io import save_model
     from object2vec.model.object2vec import Object2VecModel
 
-    count, dim, users = 100_000, 16, 200
+    count, dim, users = 100_000, 64, 200
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((1000, dim))
     items = centres[rng.integers(0, 1000, count)] + 0.5 * rng.standard_normal((count, dim))  # (N, d)
@@ -115,7 +117,9 @@ def test_approximate_search_and_rerank_find_the_exact_top_10_in_a_catalogue_of_1
     found = retriever.neighbors([{"in0": [user]} for user in range(users)], RetrievalParams(top_k=10))
 
     weights = model.mlp[-1].weight.detach().double().numpy()[0]  # (d,)
-    exact = np.argsort(-((queries * weights) @ items.T), axis=1)[:, :10]  # (Q, 10), float64
+    scores = (queries * weights) @ items.T  # (Q, N) float64
+    best = np.argpartition(-scores, 10, axis=1)[:, :10]  # (Q, 10): the top 10, unordered
+    exact = np.take_along_axis(best, np.argsort(-np.take_along_axis(scores, best, axis=1), axis=1), axis=1)
     hits = [found.rows[user].tolist() == exact[user].tolist() for user in range(users)]
     assert np.mean(hits) >= 0.99, f"exact top-10 found for {np.mean(hits):.1%} of the queries"
 

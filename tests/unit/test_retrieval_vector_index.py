@@ -144,3 +144,34 @@ def test_ivf_header_fields_are_checked_at_their_offsets() -> None:
 def test_auto_nlist_and_nprobe_are_two_square_roots() -> None:
     plan = plan_search(250_000, 8, hp())
     assert plan.nlist == round(2 * math.sqrt(250_000)) and plan.nprobe == math.ceil(2 * math.sqrt(plan.nlist))
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf"])
+def test_blocks_build_the_index_of_their_concatenation_and_are_taken(kind: str) -> None:
+    """Blocks go into the index in order (faiss id = row across blocks) and leave the list as they do."""
+    data = vectors(3000)
+    plan = SearchPlan(kind, 6, nlist=30, nprobe=30)
+    blocks = [data[:1000], data[1000:1001], data[1001:]]
+    index, built = build(blocks, plan, seed=0)
+    assert blocks == [] and index.ntotal == 3000
+    whole, _ = build(data, plan, seed=0)
+    queries = vectors(4, seed=3)
+    rows, found = search(index, built, queries, depth=20, count=3000)
+    assert rows.tolist() == search(whole, built, queries, depth=20, count=3000)[0].tolist()
+    np.testing.assert_array_equal(found, data[rows])
+
+
+def test_kmeans_trains_on_a_bounded_sample_drawn_from_every_block(monkeypatch) -> None:
+    data = vectors(5000)
+    trained: list[np.ndarray] = []
+    original = faiss.IndexIVFFlat.train
+    monkeypatch.setattr(faiss.IndexIVFFlat, "train", lambda self, x: (trained.append(x.copy()), original(self, x))[1])
+    build([data[:2500], data[2500:]], SearchPlan("ivf", 6, nlist=10, nprobe=2), seed=0)
+    (sample,) = trained
+    assert sample.shape == (10 * vector_index.KMEANS_POINTS_PER_CELL, 7)  # augmented rows
+    rows = [int(np.flatnonzero((data == row[:6]).all(axis=1))[0]) for row in sample]
+    assert len(set(rows)) == len(rows) and min(rows) < 2500 <= max(rows)  # distinct rows, both blocks
+    small: list[np.ndarray] = []
+    monkeypatch.setattr(faiss.IndexIVFFlat, "train", lambda self, x: (small.append(x.copy()), original(self, x))[1])
+    build(data[:100], SearchPlan("ivf", 6, nlist=10, nprobe=2), seed=0)
+    assert small[0].shape == (100, 7)  # fewer rows than the sample size: all of them

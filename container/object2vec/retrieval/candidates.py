@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain, islice, repeat
+from itertools import chain, islice
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,6 +50,8 @@ EXAMPLE = '{"id": "m12", "in1": [4, 17]}'
 
 # A source of candidate lines: its name in messages and a function that opens it.
 Source = tuple[str, Callable[[], IO[bytes]]]
+# What JSON (and orjson) escapes in a string: a string id without these is written between quotes as it is.
+_ESCAPED = re.compile(r'[\x00-\x1f"\\]')
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,9 @@ class CandidateReader:
         self.side: int | None = None
         self.count = 0
         self.blank_lines = 0
-        self._seen: dict[bytes, tuple[int, int]] = {}  # id -> (source index, line) of its first record
+        self._seen: set[bytes] = set()  # every id so far (its JSON encoding)
+        # Per block: (source index, ids, their lines), to name the first record of a repeated id.
+        self._history: list[tuple[int, list[bytes], Sequence[int]]] = []
         self._names: list[str] = []
 
     def blocks(self, sources: Iterable[Source]) -> Iterator[CandidateBlock]:
@@ -162,7 +167,7 @@ class CandidateReader:
             return None
         identifiers = [record.get("id") for record in records]
         kinds = set(map(type, identifiers))
-        if not kinds <= {str, int} or (str in kinds and not _string_ids_fit(identifiers)):
+        if not kinds <= {str, int} or (str in kinds and not _string_ids_fit(identifiers, kinds)):
             return None
         sides = {("in0" in record) + 2 * ("in1" in record) for record in records}  # 1: in0, 2: in1
         if len(sides) != 1 or sides.isdisjoint((1, 2)) or (self.side is not None and sides != {self.side + 1}):
@@ -171,20 +176,25 @@ class CandidateReader:
         sequences = [record[INPUT_KEYS[side]] for record in records]
         if set(map(type, sequences)) != {list} or self.count + len(records) > MAX_CANDIDATES:
             return None
-        keys = list(map(orjson.dumps, identifiers))
-        lines = range(first_line, first_line + len(chunk))
-        new = dict(zip(keys, zip(repeat(len(self._names) - 1), lines, strict=False), strict=True))
-        if len(new) != len(keys) or not self._seen.keys().isdisjoint(new):
+        keys = _json_ids(identifiers, kinds)
+        if not self._seen.isdisjoint(keys):
             return None  # a repeated id: the line-by-line pass names both lines
+        seen = len(self._seen)
+        self._seen.update(keys)
+        if len(self._seen) != seen + len(keys):  # an id repeated within the block: every one of them was new
+            self._seen.difference_update(keys)
+            return None
+        lines = range(first_line, first_line + len(chunk))
         block = self._block(name, side, keys, list(chain.from_iterable(sequences)), list(map(len, sequences)), lines)
         self.side = side
         self.count += len(records)
-        self._seen.update(new)
+        self._history.append((len(self._names) - 1, keys, lines))
         return block
 
     def _line_by_line(self, name: str, chunk: list[bytes], first_line: int) -> CandidateBlock | None:
         source = len(self._names) - 1
         ids: list[bytes] = []
+        in_block: set[bytes] = set()
         flat: list[Any] = []
         lengths: list[int] = []
         lines: list[int] = []
@@ -195,22 +205,33 @@ class CandidateReader:
                 self.blank_lines += 1
                 continue
             key, sequence = self._parse(name, line_number, line)
-            first = self._seen.setdefault(key, (source, line_number))
-            if first != (source, line_number):
-                where = "" if first[0] == source else f"{self._names[first[0]]}, "
+            if key in self._seen or key in in_block:
+                first_source, first_line_number = self._first_record(key, source, ids, lines)
+                where = "" if first_source == source else f"{self._names[first_source]}, "
                 self._fail(
                     name,
                     line_number,
-                    f"repeats the id {key.decode()} of {where}line {first[1]}: candidate ids must be unique",
+                    f"repeats the id {key.decode()} of {where}line {first_line_number}: candidate ids must be unique",
                 )
             ids.append(key)
+            in_block.add(key)
             flat.extend(sequence)
             lengths.append(len(sequence))
             lines.append(line_number)
         if not ids:
             return None
         assert self.side is not None
-        return self._block(name, self.side, ids, flat, lengths, lines)
+        block = self._block(name, self.side, ids, flat, lengths, lines)
+        self._seen |= in_block
+        self._history.append((source, ids, lines))
+        return block
+
+    def _first_record(self, key: bytes, source: int, ids: list[bytes], lines: list[int]) -> tuple[int, int]:
+        """(source index, line) of the first record with this id: a scan, made only to word an error."""
+        for block_source, block_ids, block_lines in chain(self._history, [(source, ids, lines)]):
+            if key in block_ids:
+                return block_source, block_lines[block_ids.index(key)]
+        raise AssertionError("a repeated id was seen before")
 
     def _parse(self, name: str, line_number: int, line: bytes) -> tuple[bytes, list[Any]]:
         """(the id's JSON encoding, the token list), the record's shape checked."""
@@ -301,8 +322,28 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _string_ids_fit(identifiers: list[Any]) -> bool:
+def _string_ids_fit(identifiers: list[Any], kinds: set[type]) -> bool:
+    if kinds == {str}:
+        lengths = list(map(len, identifiers))
+        return min(lengths) >= 1 and max(lengths) <= MAX_ID_CHARS
     return all(1 <= len(value) <= MAX_ID_CHARS for value in identifiers if type(value) is str)
+
+
+def _json_ids(identifiers: list[Any], kinds: set[type]) -> list[bytes]:
+    """Each id's JSON encoding, exactly as orjson.dumps writes it, made in a few C-level passes.
+
+    orjson.dumps per id cost about 2 us (a fresh page of memory each call: one page fault per id);
+    the common catalogues (all string ids that need no escaping, or all integers) are joined into
+    one text and split. Other blocks take orjson per id."""
+    if kinds == {str} and _ESCAPED.search("".join(identifiers)) is None:
+        try:
+            # No id holds a control character, so "\x00" separates them; orjson writes non-ASCII as UTF-8.
+            return ('"' + '"\x00"'.join(identifiers) + '"').encode().split(b"\x00")
+        except UnicodeEncodeError:  # a lone surrogate (orjson refuses those when parsing, so not expected)
+            pass
+    elif kinds == {int}:
+        return ",".join(map(str, identifiers)).encode().split(b",")
+    return list(map(orjson.dumps, identifiers))
 
 
 def _show(value: Any) -> str:
