@@ -12,7 +12,8 @@ So the default keeps the spin and gives torch only the cores nobody else uses
 (benchmarks/threads.py measures it idle, under load, and with load that arrives mid-run):
 - `configure_threads()` states libgomp's default spin (GOMP_SPINCOUNT=300000) before torch loads
   (libgomp reads it once); the entry points call it first (cli.main; docker/gunicorn.conf.py). A
-  wait policy the user set (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept.
+  wait policy the user set (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept. Programs whose threads no
+  governor re-counts (prepare, index) sleep at once instead (OMP_WAIT_POLICY=PASSIVE).
 - At start, torch gets one thread per core of this process's CPU set that is idle (`free_cores()`,
   sampled from /proc/stat for 0.1 s; a core counts when at least FREE_ENOUGH of it is idle): all
   of them on a dedicated instance, one on a busy machine.
@@ -52,18 +53,19 @@ ADJUST_SECONDS = 0.5  # how often a ThreadGovernor re-counts the cores other pro
 PROC_STAT = "/proc/stat"
 
 
-def configure_threads(env: MutableMapping[str, str] | None = None) -> None:
+def configure_threads(env: MutableMapping[str, str] | None = None, governed: bool = True) -> None:
     """State the OpenMP wait policy; call before torch is imported. Keeps what the user set.
 
-    A thread count the user fixed (OBJECT2VEC_THREADS) is never re-counted, so it cannot step aside
-    when other work arrives: its idle threads sleep at once (OMP_WAIT_POLICY=PASSIVE) instead."""
+    Threads spin only where a ThreadGovernor re-counts them (`governed`: train and serve). A count
+    nobody re-counts (a program without a governor, or OBJECT2VEC_THREADS, which is kept as given)
+    cannot step aside when other work arrives: its idle threads sleep at once (PASSIVE)."""
     env = os.environ if env is None else env
     if WAIT_POLICY_ENV in env or SPIN_COUNT_ENV in env:
         return
-    if env.get(THREADS_ENV, "").strip():
-        env[WAIT_POLICY_ENV] = "PASSIVE"
-    else:
+    if governed and not env.get(THREADS_ENV, "").strip():
         env[SPIN_COUNT_ENV] = DEFAULT_SPIN_COUNT
+    else:
+        env[WAIT_POLICY_ENV] = "PASSIVE"
 
 
 def thread_count(cores: int, env: Mapping[str, str] | None = None, free: float | None = None) -> int:
