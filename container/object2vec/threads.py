@@ -44,7 +44,7 @@ THREADS_ENV = "OBJECT2VEC_THREADS"
 WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
 SPIN_COUNT_ENV = "GOMP_SPINCOUNT"
 MAX_THREADS = 1024
-DEFAULT_SPIN_COUNT = "300000"  # libgomp's own default, stated (about 0.1-1 ms of spinning)
+DEFAULT_SPIN_COUNT = "300000"  # libgomp's own default, stated (its estimate: about 3 ms of spinning)
 # A thread per core that others leave at least this idle: a spinning thread on a core another
 # process wants half the time is slower than no thread there at all.
 FREE_ENOUGH = 0.75
