@@ -5,7 +5,7 @@ rounds) before they sleep, so that the next parallel region starts at once. On a
 own that is the fastest setting (sleeping at once, OMP_WAIT_POLICY=PASSIVE, cost 35% on an idle
 2-core machine: waking threads for each of many small parallel regions). Next to other busy
 processes it collapses: a spinning thread holds a core another process needs, and each parallel
-region waits for a thread the scheduler has preempted (10-40x slower steps measured on a busy
+region waits for a thread the scheduler has preempted (6-40x slower steps measured on a busy
 2-core machine, even against niced processes).
 
 So the default keeps the spin and gives torch only the cores nobody else uses
@@ -17,7 +17,7 @@ So the default keeps the spin and gives torch only the cores nobody else uses
 - At start, torch gets one thread per core of this process's CPU set that is idle (`free_cores()`,
   sampled from /proc/stat for 0.1 s; a core counts when at least FREE_ENOUGH of it is idle): all
   of them on a dedicated instance, one on a busy machine.
-- While training runs, a `ThreadGovernor` re-counts the idle cores every ADJUST_SECONDS (the busy
+- While training runs (and in a serving worker that may use several cores), a `ThreadGovernor` re-counts the idle cores every ADJUST_SECONDS (the busy
   time of the cores minus this process's own CPU time) and sets torch's thread count again, so
   that load arriving mid-run costs at most a fraction of a second of collapse, and threads come
   back when it leaves. With one thread no parallel region starts, so nothing spins.
