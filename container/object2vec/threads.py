@@ -17,10 +17,11 @@ So the default keeps the spin and gives torch only the cores nobody else uses
 - At start, torch gets one thread per core of this process's CPU set that is idle (`free_cores()`,
   sampled from /proc/stat for 0.1 s; a core counts when at least FREE_ENOUGH of it is idle): all
   of them on a dedicated instance, one on a busy machine.
-- While training runs (and in a serving worker that may use several cores), a `ThreadGovernor` re-counts the idle cores every ADJUST_SECONDS (the busy
-  time of the cores minus this process's own CPU time) and sets torch's thread count again, so
-  that load arriving mid-run costs at most a fraction of a second of collapse, and threads come
-  back when it leaves. With one thread no parallel region starts, so nothing spins.
+- While training runs (and in a serving worker that may use several cores), a `ThreadGovernor`
+  re-counts the idle cores every ADJUST_SECONDS (the busy time of the cores minus this process's
+  own CPU time) and sets torch's thread count again, so that load arriving mid-run costs at most a
+  fraction of a second of collapse, and threads come back when it leaves. With one thread no
+  parallel region starts, so nothing spins.
 
 Environment variables (all optional):
 - OBJECT2VEC_THREADS: torch threads per process (training) or per worker (serving), as given and
