@@ -192,36 +192,14 @@ def make_opt_ml(
     hyperparameters: dict[str, Any],
     channels: dict[str, Sequence[Path]],
 ) -> Path:
-    """Lay out ROOT/opt/ml like SageMaker does: string hyperparameters, inputdataconfig.json, and
-    each channel's files (hard links where possible, else copies) under input/data/<channel>/."""
+    """Lay out ROOT/opt/ml like SageMaker does (object2vec.local_job): string hyperparameters,
+    inputdataconfig.json, and each channel's files (hard links where possible, else copies)."""
+    from object2vec.local_job import lay_out_job
+
     base = root / "opt" / "ml"
     if base.exists():
         shutil.rmtree(base)
-    config = base / "input" / "config"
-    config.mkdir(parents=True)
-    (base / "model").mkdir()
-    (base / "output").mkdir()
-    strings = {key: value if isinstance(value, str) else json.dumps(value) for key, value in hyperparameters.items()}
-    (config / "hyperparameters.json").write_text(json.dumps(strings, indent=2))
-    data_config = {}
-    for channel, files in channels.items():
-        folder = base / "input" / "data" / channel
-        folder.mkdir(parents=True)
-        for source in files:
-            target = folder / Path(source).name
-            try:
-                os.link(source, target)
-            except OSError:
-                shutil.copyfile(source, target)
-        data_config[channel] = {
-            "TrainingInputMode": "File",
-            "S3DistributionType": "FullyReplicated",
-            "RecordWrapperType": "None",
-        }
-        if channel != "auxiliary":
-            data_config[channel]["ContentType"] = "application/jsonlines"
-    (config / "inputdataconfig.json").write_text(json.dumps(data_config, indent=2))
-    return base
+    return lay_out_job(base, hyperparameters, channels)
 
 
 @dataclass

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from object2vec.data.records import open_data_file
 from object2vec.data.vocab import read_pretrained
+from object2vec.record_format import open_data_file
 
 
 def generate(path: Path, megabytes: int, dim: int, rng: np.random.Generator) -> int:

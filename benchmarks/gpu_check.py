@@ -31,6 +31,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "container") not in sys.path:
+    sys.path.insert(0, str(ROOT / "container"))
+
+from object2vec.local_job import lay_out_job  # noqa: E402 - after the path to the checkout's package
+
 VOCAB = 5000
 TOLERANCE = 0.02
 HYPERPARAMETERS = {
@@ -64,10 +69,8 @@ def write_records(path: Path, count: int, seed: int) -> None:
 
 
 def make_job(base: Path, records: int, epochs: int, num_gpus: str) -> Path:
-    for folder in ("input/config", "input/data/train", "input/data/validation", "model", "output", "checkpoints"):
-        (base / folder).mkdir(parents=True)
     hp = {**HYPERPARAMETERS, "epochs": str(epochs), "_num_gpus": num_gpus}
-    (base / "input/config/hyperparameters.json").write_text(json.dumps(hp))
+    lay_out_job(base, hp, {"train": None, "validation": None}, checkpoints=True)
     write_records(base / "input/data/train/train.jsonl", records, 1)
     write_records(base / "input/data/validation/validation.jsonl", max(records // 8, 512), 2)
     return base

@@ -23,7 +23,8 @@ from object2vec.config import Hyperparameters
 from object2vec.data.batching import Tokens
 from object2vec.environment import available_cpus
 from object2vec.model.object2vec import Object2VecModel
-from object2vec.training.trainer import compute_loss, make_optimizer
+from object2vec.training.optimizers import make_optimizer
+from object2vec.training.trainer import compute_loss
 
 BATCH, LENGTH = 256, 20
 

@@ -28,6 +28,8 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "container") not in sys.path:
+    sys.path.insert(0, str(ROOT / "container"))
 SAMPLE = ROOT / "local_test" / "test_dir"
 DEFAULT_DELAYS = "0,0.01,0.02,0.05,0.1,0.2,0.3,0.5,0.75,1,1.25,1.5,2,3,5,8"
 TARGET_S = 5.0
@@ -35,13 +37,9 @@ logger = logging.getLogger("stop_latency")
 
 
 def make_opt_ml(dest: Path) -> Path:
-    shutil.copytree(SAMPLE / "input", dest / "input")
-    (dest / "model").mkdir()
-    (dest / "output").mkdir()
-    hp_file = dest / "input" / "config" / "hyperparameters.json"
-    hp = json.loads(hp_file.read_text())
-    hp.update({"epochs": "100", "early_stopping_patience": "5"})  # still training at the last delay
-    hp_file.write_text(json.dumps(hp))
+    from object2vec.local_job import copy_job
+
+    copy_job(SAMPLE, dest, epochs="100", early_stopping_patience="5")  # still training at the last delay
     os.chmod(dest, 0o777)
     return dest
 

@@ -13,13 +13,13 @@ import importlib
 import logging
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from object2vec import program_name
-from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
+from object2vec.errors import TrainingStopped, failure_of
+from object2vec.logs import configure_logging
 from object2vec.threads import configure_threads
 
 if TYPE_CHECKING:
@@ -39,22 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("object2vec.retrieval.cli:index_main", "build a model's retrieval index from candidates (index --help)"),
 }
 GOVERNED_COMMANDS = ("train", "serve")  # they re-count their torch threads as load changes (threads.py)
-EXIT_CLIENT_ERROR = 1
-EXIT_ALGORITHM_ERROR = 2
-EXIT_STOPPED = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 FAILURE_REASON_LIMIT = 1024  # DescribeTrainingJob shows the first 1024 characters
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """One handler on stdout, flushed per line, in the style of SageMaker's built-in algorithms."""
-    if hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(line_buffering=True)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("[%(asctime)s %(levelname)s %(name)s] %(message)s", "%m/%d/%Y %H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # which CPU build it picked, at INFO
 
 
 def usage() -> str:
@@ -87,16 +72,14 @@ def train_main(argv: Sequence[str]) -> int:
     configure_logging()
     if argv:
         logger.warning("Ignoring arguments after 'train': %s", " ".join(argv))
-    from object2vec.environment import base_dir  # light, like StopSignal: both come before torch
+    from object2vec.environment import FAILURE_FILE, SUCCESS_FILE, base_dir  # light, like StopSignal: before torch
     from object2vec.training.signals import StopSignal
 
-    output_dir = base_dir() / "output"
+    failure_file, success_file = base_dir() / FAILURE_FILE, base_dir() / SUCCESS_FILE
     stop = StopSignal()
 
     def stop_at_once(signal_name: str) -> NoReturn:
-        code = _fail(
-            stop, output_dir, "TrainingStopped", f"training stopped by {signal_name} before it started", EXIT_STOPPED
-        )
+        code = _fail(stop, failure_file, TrainingStopped(f"training stopped by {signal_name} before it started"))
         sys.stdout.flush()
         os._exit(code)  # no exception through the imports in progress (see training/signals.py)
 
@@ -111,16 +94,8 @@ def train_main(argv: Sequence[str]) -> int:
             env = TrainingEnvironment.from_sagemaker()  # imports sagemaker-training
         run_training(env, stop)
         stop.complete()
-    except ClientError as err:
-        return _fail(stop, output_dir, "ClientError", str(err), EXIT_CLIENT_ERROR)
-    except TrainingStopped as err:
-        return _fail(stop, output_dir, "TrainingStopped", str(err), EXIT_STOPPED)
-    except AlgorithmError as err:
-        return _fail(stop, output_dir, "AlgorithmError", str(err), EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
-    except Exception as err:  # an internal fault: reported, never a bare traceback
-        message = f"{type(err).__name__}: {err}"
-        return _fail(stop, output_dir, "AlgorithmError", message, EXIT_ALGORITHM_ERROR, detail=traceback.format_exc())
-    success_file = output_dir / "success"
+    except Exception as err:  # every failure, an internal fault included: reported, never a bare traceback
+        return _fail(stop, failure_file, err)
     try:
         success_file.touch()
     except OSError as err:  # the model is complete: a read-only output/ does not fail the job
@@ -128,11 +103,15 @@ def train_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _fail(stop: StopSignal, output_dir: Path, kind: str, message: str, code: int, detail: str = "") -> int:
-    """Write the failure file (message first: only 1024 characters are shown) and log it."""
+def _fail(stop: StopSignal, failure_file: Path, err: BaseException) -> int:
+    """Write the failure file (message first: only 1024 characters are shown), log it, return the exit code.
+
+    The one place a training failure becomes SageMaker's outcome: an internal fault's file and log
+    also carry the traceback.
+    """
     stop.close()
-    failure_file = output_dir / "failure"
-    text = f"{kind}: {message}"
+    failure = failure_of(err)
+    text, detail = failure.text, failure.detail
     logger.error("Reporting training FAILURE: %s", text)
     if detail:
         logger.error("%s", detail.rstrip())
@@ -143,7 +122,7 @@ def _fail(stop: StopSignal, output_dir: Path, kind: str, message: str, code: int
         logger.error("Could not write %s: %s", failure_file, err)
     if len(text) > FAILURE_REASON_LIMIT:
         logger.warning("The failure reason is longer than the %d characters SageMaker shows", FAILURE_REASON_LIMIT)
-    return code
+    return failure.exit_code
 
 
 def main_entry() -> None:

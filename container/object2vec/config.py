@@ -350,9 +350,12 @@ def _comparators(value: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+MAX_SEQ_LEN_LIMIT = 5000  # the largest encX_max_seq_len (and infer_max_seqlens value) accepted
+MAX_NUM_CLASSES = 30  # num_classes lies in 2..30
+
 # name -> (parser, default). Encoder keys are listed once with the "encX_" prefix stripped.
 _ENCODER_SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
-    "max_seq_len": (_int_in(1, 5000), None),
+    "max_seq_len": (_int_in(1, MAX_SEQ_LEN_LIMIT), None),
     "vocab_size": (_int_in(2, 3_000_000), None),
     "cnn_filter_width": (_int_in(1, 9), 3),
     "layers": (_auto_or_int(1, 4), None),
@@ -369,7 +372,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "mlp_layers": (_int_in(0, 10), 2),
     "mlp_activation": (_one_of(MLP_ACTIVATIONS), "linear"),
     "output_layer": (_one_of(OUTPUT_LAYERS), "softmax"),
-    "num_classes": (_int_in(2, 30), 2),
+    "num_classes": (_int_in(2, MAX_NUM_CLASSES), 2),
     "optimizer": (_one_of(OPTIMIZERS), "adam"),
     "learning_rate": (_float_in(1e-6, 1.0), 0.0004),
     "weight_decay": (_float_in(0.0, 10000.0), 0.0),
@@ -395,7 +398,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "retrieval_ivf_nlist": (_auto_or_int(1, 1_000_000), None),
     "retrieval_ivf_nprobe": (_auto_or_int(1, 1_000_000), None),
     "retrieval_top_n": (_int_in(1, MAX_TOP_N), 100),
-    "retrieval_score_class": (_auto_or_int(0, 29), None),
+    "retrieval_score_class": (_auto_or_int(0, MAX_NUM_CLASSES - 1), None),
 }
 _PUBLIC_KEYS = {name for name in _SPECS if not name.startswith("_")}
 # Fields whose None stands for "auto" (written as "auto" by to_dict).

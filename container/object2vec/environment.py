@@ -28,6 +28,15 @@ logger = logging.getLogger(__name__)
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
 DEFAULT_HOST = "algo-1"
+# Where SageMaker puts things, relative to the base directory.
+CONFIG_DIR = Path("input/config")
+HYPERPARAMETERS_FILE = CONFIG_DIR / "hyperparameters.json"
+RESOURCE_CONFIG_FILE = CONFIG_DIR / "resourceconfig.json"
+INPUT_DATA_CONFIG_FILE = CONFIG_DIR / "inputdataconfig.json"
+DATA_DIR = Path("input/data")
+AUXILIARY = "auxiliary"  # the channel of vocabulary, embedding and transformer files
+FAILURE_FILE = Path("output/failure")  # DescribeTrainingJob's FailureReason
+SUCCESS_FILE = Path("output/success")
 MAX_HYPERPARAMETERS = 100  # CreateTrainingJob's limit; anything larger is not from SageMaker
 
 
@@ -58,25 +67,20 @@ class TrainingEnvironment:
     channels: dict[str, Channel]
     current_host: str
     hosts: list[str]
-    num_gpus: int
     num_cpus: int
     model_dir: Path = field(init=False)
-    output_dir: Path = field(init=False)
-    failure_file: Path = field(init=False)
     checkpoint_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_dir", self.base_dir / "model")
-        object.__setattr__(self, "output_dir", self.base_dir / "output")
-        object.__setattr__(self, "failure_file", self.base_dir / "output" / "failure")
         object.__setattr__(self, "checkpoint_dir", self.base_dir / "checkpoints")
 
     @classmethod
     def from_sagemaker(cls) -> TrainingEnvironment:
         """Read the training contract under SAGEMAKER_BASE_DIR (default /opt/ml)."""
         base = base_dir()
-        config_dir = base / "input" / "config"
-        hyperparameters_file = config_dir / "hyperparameters.json"
+        config_dir = base / CONFIG_DIR
+        hyperparameters_file = base / HYPERPARAMETERS_FILE
         if not hyperparameters_file.is_file():
             raise ClientError(
                 f"{hyperparameters_file} does not exist: run inside a SageMaker training job, or "
@@ -89,13 +93,13 @@ class TrainingEnvironment:
 
         # The toolkit reads and decodes each file; only files a local test_dir may lack are
         # supplied here (SageMaker always writes both).
-        resource_file = config_dir / "resourceconfig.json"
-        data_config_file = config_dir / "inputdataconfig.json"
+        resource_file = base / RESOURCE_CONFIG_FILE
+        data_config_file = base / INPUT_DATA_CONFIG_FILE
         _check_hyperparameters_file(hyperparameters_file)
-        channels_found = _channels_from_folders(base / "input" / "data")
+        channels_found = _channels_from_folders(base / DATA_DIR)
         if not data_config_file.is_file() and not channels_found:
             raise ClientError(
-                f"{data_config_file} does not exist and {base / 'input' / 'data'} has no channel folders: "
+                f"{data_config_file} does not exist and {base / DATA_DIR} has no channel folders: "
                 "the train channel is required (input/data/train/...)"
             )
         try:
@@ -121,7 +125,6 @@ class TrainingEnvironment:
             channels=channels,
             current_host=env.current_host,
             hosts=list(env.hosts),
-            num_gpus=env.num_gpus,
             num_cpus=available_cpus(),
         )
 

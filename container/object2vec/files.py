@@ -1,4 +1,4 @@
-"""File helpers shared by the model artifact and the checkpoints."""
+"""File helpers shared by the model artifact, the checkpoints and prepare's outputs."""
 
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from object2vec.local_job import copy_job
+
 REPO = Path(__file__).resolve().parents[2]
 TEST_DIR = REPO / "local_test" / "test_dir"
 BASE_IMAGE = "python:3.11-slim"
@@ -52,14 +54,7 @@ def engine_problem() -> str | None:
 
 def make_opt_ml(dest: Path, **hyperparameters: str) -> Path:
     """A copy of local_test/test_dir's input (empty model/ and output/), with hyperparameters changed."""
-    shutil.copytree(TEST_DIR / "input", dest / "input")
-    (dest / "model").mkdir()
-    (dest / "output").mkdir()
-    hp_file = dest / "input" / "config" / "hyperparameters.json"
-    hp = json.loads(hp_file.read_text())
-    hp.update(hyperparameters)
-    hp_file.write_text(json.dumps(hp, indent=2))
-    return dest
+    return copy_job(TEST_DIR, dest, **hyperparameters)
 
 
 def free_port() -> int:

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from object2vec.local_job import lay_out_job
+
 ROOT = Path(__file__).resolve().parents[2]
 VOCAB = 40
 TIMEOUT = 300  # seconds for one training run on a slow, shared machine
@@ -68,28 +70,17 @@ def make_job(
     checkpoints: bool = False,
 ) -> Path:
     """An /opt/ml under `base`; a channel given None is declared but gets no folder (Pipe mode)."""
-    hosts = hosts or ["algo-1"]
-    config = base / "input" / "config"
-    config.mkdir(parents=True)
-    (base / "model").mkdir()
-    (base / "output").mkdir()
-    if checkpoints:
-        (base / "checkpoints").mkdir()
-    (config / "hyperparameters.json").write_text(json.dumps({**HYPERPARAMETERS, **(hyperparameters or {})}))
-    (config / "resourceconfig.json").write_text(json.dumps({"current_host": current_host or hosts[0], "hosts": hosts}))
-    data_config = {}
-    for name, rows in channels.items():
-        data_config[name] = {
-            "ContentType": "application/jsonlines",
-            "TrainingInputMode": (modes or {}).get(name, "File"),
-            "S3DistributionType": (distribution or {}).get(name, "FullyReplicated"),
-        }
-        folder = base / "input" / "data" / name
-        folder.mkdir(parents=True)
-        if rows is not None:
-            (folder / f"{name}.jsonl").write_bytes(jsonl(rows))
-    (config / "inputdataconfig.json").write_text(json.dumps(data_config))
-    return base
+    data = {name: jsonl(rows) if rows is not None else None for name, rows in channels.items()}
+    return lay_out_job(
+        base,
+        {**HYPERPARAMETERS, **(hyperparameters or {})},
+        data,
+        hosts=hosts or ["algo-1"],
+        current_host=current_host,
+        modes=modes,
+        distribution=distribution,
+        checkpoints=checkpoints,
+    )
 
 
 def standard_channels(seed: int = 0) -> dict[str, list[dict[str, Any]] | None]:

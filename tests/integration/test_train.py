@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from object2vec.local_job import copy_job
 from object2vec.model.io import load_model
 from object2vec.training.metrics import METRIC_DEFINITIONS
 
@@ -23,13 +23,7 @@ SAMPLE = ROOT / "local_test" / "test_dir"
 
 
 def make_opt_ml(tmp_path: Path, hyperparameters: dict[str, str] | None = None) -> Path:
-    base = tmp_path / "opt" / "ml"
-    shutil.copytree(SAMPLE, base, ignore=shutil.ignore_patterns("model", "output"))
-    (base / "model").mkdir()
-    (base / "output").mkdir()
-    if hyperparameters is not None:
-        (base / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
-    return base
+    return copy_job(SAMPLE, tmp_path / "opt" / "ml", **(hyperparameters or {}))
 
 
 def sample_hyperparameters(**changes: str) -> dict[str, str]:

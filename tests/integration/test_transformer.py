@@ -22,6 +22,7 @@ import requests
 import torch
 
 from object2vec.data.batching import Tokens
+from object2vec.local_job import lay_out_job
 from object2vec.model.io import CONFIG_FILE, WEIGHTS_FILE, load_model
 from object2vec.model.transformer import TransformerEncoder, read_checkpoint
 from object2vec.prepare.pretrained_tokenizer import PretrainedTokenizer
@@ -87,16 +88,9 @@ def make_job(tmp_path: Path, checkpoint: Path, prepared: tuple[Path, dict[str, A
         "transformer_warmup_steps": 4,
         **changes,
     }
-    base = tmp_path / "opt" / "ml"
-    (base / "input" / "config").mkdir(parents=True)
-    (base / "model").mkdir()
-    (base / "output").mkdir()
-    (base / "input" / "config" / "hyperparameters.json").write_text(
-        json.dumps({k: str(v) for k, v in hyperparameters.items()})
-    )
-    for channel in ("train", "validation"):
-        (base / "input" / "data" / channel).mkdir(parents=True)
-        shutil.copy(data / f"{channel}.jsonl", base / "input" / "data" / channel)
+    channels: dict[str, Any] = {channel: [data / f"{channel}.jsonl"] for channel in ("train", "validation")}
+    channels["auxiliary"] = None  # the checkpoint folder is copied in below
+    base = lay_out_job(tmp_path / "opt" / "ml", {k: str(v) for k, v in hyperparameters.items()}, channels)
     shutil.copytree(checkpoint, base / "input" / "data" / "auxiliary" / checkpoint.name)
     return base
 

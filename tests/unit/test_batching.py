@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from object2vec.data.batching import Tokens, iterate_batches, length_sorted_batches, make_batch
+from object2vec.data.batching import Tokens, group_batch_size, iterate_batches, length_sorted_batches, make_batch
 from object2vec.data.records import PairDataset, TokenSequences
 from object2vec.data.sampling import take
 
@@ -156,3 +156,19 @@ def test_shuffle_is_seeded_and_changes_every_epoch() -> None:
     assert first != second  # one generator, advanced each epoch
     assert first != list(range(50))
     assert epoch_orders(seed=4, epochs=1)[0] != first
+
+
+@pytest.mark.parametrize(
+    ("mini_batch_size", "sharers", "world_size", "expected"),
+    [
+        (32, 1, 1, 32),  # one process: the mini-batch itself
+        (6, 2, 2, 6),  # a FullyReplicated channel shared by the whole job, sliced in two
+        (32, 2, 4, 16),  # ShardedByS3Key on 2 hosts x 2 processes: each host's pair takes half
+        (3, 4, 4, 4),  # never less than one record per process
+        (5, 1, 2, 3),  # rounded up
+    ],
+)
+def test_group_batch_shares_the_mini_batch_between_processes(
+    mini_batch_size: int, sharers: int, world_size: int, expected: int
+) -> None:
+    assert group_batch_size(mini_batch_size, sharers, world_size) == expected

@@ -163,7 +163,7 @@ def test_stop_mid_epoch_and_resume_matches_an_uninterrupted_fit(tmp_path: Path) 
     assert position.epoch == 1 and 0 < position.step < 10  # 10 steps per epoch: stopped inside epoch 1
 
     second = make_trainer(hp, StopSignal(), Checkpointer(store, Distributed.single(CPU), hp.to_dict()))
-    resume = second.checkpointer.resume(second)
+    resume = second.restore()
     assert resume is not None and resume.position == position
     result = second.fit(train, validation, resume)
     assert result.epochs_completed == expected.epochs_completed == 3
@@ -177,5 +177,5 @@ def test_stop_mid_epoch_and_resume_matches_an_uninterrupted_fit(tmp_path: Path) 
 
 def test_no_store_means_no_resume() -> None:
     hp = hyperparameters()
-    trainer = make_trainer(hp, StopSignal())
-    assert Checkpointer(None, Distributed.single(CPU), hp.to_dict()).resume(trainer) is None
+    trainer = make_trainer(hp, StopSignal(), Checkpointer(None, Distributed.single(CPU), hp.to_dict()))
+    assert trainer.restore() is None and not trainer.checkpointer.writes

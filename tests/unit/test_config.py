@@ -6,8 +6,18 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from object2vec.config import FREEZE_ALL, Hyperparameters, valid_keys
+from object2vec.config import (
+    FREEZE_ALL,
+    MAX_NUM_CLASSES,
+    MAX_SEQ_LEN_LIMIT,
+    MLP_ACTIVATIONS,
+    OPTIMIZERS,
+    Hyperparameters,
+    valid_keys,
+)
 from object2vec.errors import ClientError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "hyperparameters"
@@ -302,3 +312,77 @@ def test_invalid_retrieval_hyperparameters(extra: dict[str, str], expected: str)
     with pytest.raises(ClientError) as err:
         Hyperparameters.from_dict({**REQUIRED, **extra})
     assert expected in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties of the one-pass parser, over generated hyperparameters.
+
+
+CONFIG_PROPERTIES = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# key -> valid values; combinations among these keys are all allowed.
+VALID: dict[str, st.SearchStrategy[object]] = {
+    "enc0_vocab_size": st.integers(2, 3_000_000),
+    "enc0_max_seq_len": st.integers(1, MAX_SEQ_LEN_LIMIT),
+    "enc0_network": st.sampled_from(["hcnn", "bilstm", "pooled_embedding"]),
+    "enc0_token_embedding_dim": st.integers(2, 1000),
+    "enc_dim": st.integers(4, 10000),
+    "mlp_dim": st.integers(2, 10000),
+    "mlp_layers": st.integers(0, 10),
+    "mlp_activation": st.sampled_from(MLP_ACTIVATIONS),
+    "num_classes": st.integers(2, MAX_NUM_CLASSES),
+    "optimizer": st.sampled_from(OPTIMIZERS),
+    "learning_rate": st.floats(1e-6, 1.0),
+    "dropout": st.floats(0.0, 1.0),
+    "mini_batch_size": st.integers(1, 10000),
+    "epochs": st.integers(1, 100),
+    "early_stopping_patience": st.integers(1, 5),
+}
+# Integer keys and a value outside each one's range.
+OUT_OF_RANGE = {
+    "enc0_max_seq_len": MAX_SEQ_LEN_LIMIT + 1,
+    "enc_dim": 3,
+    "mlp_layers": 11,
+    "num_classes": MAX_NUM_CLASSES + 1,
+    "mini_batch_size": 0,
+    "epochs": 101,
+    "early_stopping_patience": 6,
+}
+MINIMAL = {"enc0_vocab_size": "10", "enc0_max_seq_len": "3"}
+
+
+def as_sagemaker_sends(value: object) -> str:
+    """The SDK sends every value as a string; some callers JSON-encode strings once more."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@CONFIG_PROPERTIES
+@given(st.fixed_dictionaries({}, optional=VALID), st.booleans())
+def test_any_valid_hyperparameters_round_trip_through_to_dict(chosen: dict[str, object], as_strings: bool) -> None:
+    raw = {**MINIMAL, **chosen}
+    hp = Hyperparameters.from_dict({k: as_sagemaker_sends(v) for k, v in raw.items()} if as_strings else raw)
+    again = Hyperparameters.from_dict(hp.to_dict())
+    # enc1_network=enc0 (the default) is written as the network enc1 copied: the same encoder.
+    assert dataclasses.replace(again, enc1_network=hp.enc1_network) == hp and again.enc1 == hp.enc1
+    for key, value in chosen.items():
+        assert hp.to_dict()[key] == pytest.approx(value) if isinstance(value, float) else hp.to_dict()[key] == value
+
+
+@CONFIG_PROPERTIES
+@given(st.sets(st.sampled_from(sorted(OUT_OF_RANGE)), min_size=1), st.sampled_from(["a-word", None]))
+def test_every_bad_value_is_reported_in_one_error(bad_keys: set[str], text: str | None) -> None:
+    # Each key is out of range, or (text given) not a number at all; all are listed at once.
+    raw = {**MINIMAL, **{key: text if text is not None else str(OUT_OF_RANGE[key]) for key in bad_keys}}
+    with pytest.raises(ClientError) as info:
+        Hyperparameters.from_dict(raw)
+    message = str(info.value)
+    for key in bad_keys:
+        assert f"{key}=" in message
+    assert all(f"{key}=" not in message for key in set(OUT_OF_RANGE) - bad_keys)
+
+
+@CONFIG_PROPERTIES
+@given(st.integers(1, 100))
+def test_an_integer_reads_the_same_however_it_is_written(epochs: int) -> None:
+    spellings = [epochs, str(epochs), f'"{epochs}"', f"{epochs}.0", f" {epochs} "]
+    parsed = {Hyperparameters.from_dict({**MINIMAL, "epochs": spelling}).epochs for spelling in spellings}
+    assert parsed == {epochs}

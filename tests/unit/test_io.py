@@ -21,7 +21,7 @@ from object2vec import __version__
 from object2vec.config import Hyperparameters
 from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
-from object2vec.model.io import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, load_model, save_model
+from object2vec.model.io import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, load_model, save_model, shapes_only
 from object2vec.model.object2vec import Object2VecModel
 from object2vec.model.transformer import TransformerSpec
 
@@ -106,6 +106,33 @@ def test_save_reload_allclose(tmp_path: Path, variant: str) -> None:
     expected = model.state_dict()
     for name, tensor in loaded.model.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
+
+
+@pytest.mark.slow  # seconds (a fresh interpreter): left out of `make test-unit`
+def test_loading_imports_neither_torch_dynamo_nor_sympy(tmp_path: Path) -> None:
+    # Initialisers and empty_like on the meta device would: seconds of every serve start.
+    for variant, changes in VARIANTS.items():
+        save_model(make_model(**changes), tmp_path / variant)
+    code = f"""
+import sys
+from pathlib import Path
+from object2vec.model.io import load_model
+for variant in {list(VARIANTS)!r}:
+    load_model(Path({str(tmp_path)!r}) / variant)
+print(sorted(name for name in ("torch._dynamo", "sympy") if name in sys.modules))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "container")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_shapes_only_restores_the_initialisers() -> None:
+    before = torch.nn.init.normal_
+    with shapes_only():
+        assert torch.nn.init.normal_ is not before
+        embedding = torch.nn.Embedding(5, 3)
+    assert embedding.weight.is_meta and torch.nn.init.normal_ is before
 
 
 def test_tied_embedding_is_still_shared_after_reload(tmp_path: Path) -> None:
@@ -255,6 +282,7 @@ def test_a_config_claiming_a_huge_vocabulary_is_refused_from_the_header(saved: P
         load_model(saved)
 
 
+@pytest.mark.slow  # seconds: left out of `make test-unit`
 def test_the_largest_config_is_refused_without_allocating_it(saved: Path, tmp_path: Path) -> None:
     """Both tables at the largest sizes the parser allows (3,000,000 x 1000 float32: 12 GB each).
     In a child process whose data segment may grow by only 512 MiB, so that if the model were

@@ -14,8 +14,8 @@ from object2vec.config import Hyperparameters
 from object2vec.data.batching import Tokens
 from object2vec.data.vocab import FROZEN_ROWS
 from object2vec.model.object2vec import Object2VecModel
-from object2vec.training.optimizers import OptimizerGroup, eager, token_embeddings
-from object2vec.training.trainer import compute_loss, make_optimizer
+from object2vec.training.optimizers import OptimizerGroup, eager, make_optimizer, token_embeddings
+from object2vec.training.trainer import compute_loss
 
 
 def make_hp(**changes: object) -> Hyperparameters:
@@ -110,8 +110,10 @@ def test_row_sparse_adam_is_sparse_adam_plus_adam_and_checkpoints() -> None:
     assert not torch.equal(after[:10], before[:10]) and torch.equal(after[10:], before[10:])
     state = optimizer.state_dict()
     copy = make_optimizer(hp, model)
+    assert copy.state_dict() != state  # a new optimizer has no moments yet
     copy.load_state_dict(state)  # type: ignore[arg-type]
-    assert len(optimizer.param_groups) == 2
+    assert len(copy.param_groups) == 2
+    torch.testing.assert_close(copy.state_dict(), state)
 
 
 def test_plain_dense_path_is_unchanged() -> None:
@@ -120,6 +122,7 @@ def test_plain_dense_path_is_unchanged() -> None:
     assert isinstance(optimizer, torch.optim.Adam) and len(optimizer.param_groups) == 1
 
 
+@pytest.mark.slow  # seconds: left out of `make test-unit`
 def test_training_never_imports_torch_dynamo() -> None:
     # torch.optim would import it (and sympy, inductor) on the first optimizer: seconds of start-up.
     code = """

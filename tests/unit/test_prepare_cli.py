@@ -54,6 +54,33 @@ def test_client_error_is_one_line_on_stderr_and_exit_2(tmp_path: Path, capsys: p
     assert lines[-1].startswith("error: ") and "missing.csv" in lines[-1]
 
 
+def test_internal_fault_says_so_in_one_line_then_the_traceback_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(args: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr("object2vec.prepare.ratings.run", broken)
+    code = prepare_main(["ratings", str(tmp_path / "r.csv"), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    first = next(line for line in err.splitlines() if line.startswith("error: "))
+    assert "internal fault" in first and "AlgorithmError: ZeroDivisionError: division by zero" in first
+    assert "Traceback (most recent call last)" in err.split(first, 1)[1]
+
+
+def test_interrupt_exits_130_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("object2vec.prepare.ratings.run", interrupted)
+    assert prepare_main(["ratings", str(tmp_path / "r.csv"), "--output-dir", str(tmp_path / "out")]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+
+
 def test_subprocess_prints_only_json_on_stdout(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "container")}
     argv = [sys.executable, "-m", "object2vec", "prepare", "ratings", str(FIXTURES / "ratings.inter")]

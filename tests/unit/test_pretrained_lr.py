@@ -10,9 +10,9 @@ from object2vec.config import Hyperparameters
 from object2vec.data.batching import Tokens
 from object2vec.model.object2vec import Object2VecModel
 from object2vec.model.transformer import TransformerSpec, transformer_parameters
-from object2vec.training.optimizers import OptimizerGroup, token_embeddings
+from object2vec.training.optimizers import OptimizerGroup, make_optimizer, token_embeddings
 from object2vec.training.pretrained_lr import STEPS_DONE, TARGET_LR, pretrained_param_groups
-from object2vec.training.trainer import compute_loss, make_optimizer
+from object2vec.training.trainer import compute_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

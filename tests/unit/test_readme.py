@@ -58,6 +58,20 @@ def test_layout_paths_exist() -> None:
             assert (ROOT / path).exists(), f"the README's layout names {path}, which does not exist"
 
 
+def test_layout_names_every_module_of_the_package_top_training_serving_and_retrieval() -> None:
+    text = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([^`/]+\.py)`", text)) | {Path(p).name for p in re.findall(r"`([^`]+\.py)`", text)}
+    package = ROOT / "container" / "object2vec"
+    folders = [package] + [package / name for name in ("training", "serving", "retrieval")]
+    missing = sorted(
+        str(path.relative_to(package))
+        for folder in folders
+        for path in folder.glob("*.py")
+        if not path.name.startswith("__") and path.name not in named
+    )
+    assert not missing, f"the README's layout table does not name {missing}"
+
+
 def test_layout_names_every_package_and_top_level_folder() -> None:
     named = [Path(path.rstrip("/")) for path in layout_paths()]
     listed = {str(path) for path in named} | {str(parent) for path in named for parent in path.parents}

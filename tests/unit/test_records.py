@@ -14,7 +14,7 @@ from object2vec.config import Hyperparameters
 from object2vec.data import records
 from object2vec.data.records import TokenSequences, read_channel
 from object2vec.environment import Channel
-from object2vec.errors import ClientError
+from object2vec.errors import AlgorithmError, ClientError
 
 # enc0 and enc1 have their own vocab sizes and lengths, so a test can tell which one was checked.
 HP = {
@@ -303,13 +303,12 @@ def test_wrong_content_type(tmp_path: Path, content_type: str) -> None:
     assert message.startswith(f"channel train has ContentType {content_type!r}, but Object2Vec reads JSON Lines")
 
 
-def test_pipe_mode_without_its_fifo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Pipe mode reads FIFOs named <channel>_<n> next to the channel folder, not the folder's files
-    # (data/pipe.py); none appears here, so the wait ends (quickly: a short timeout) in a ClientError.
-    monkeypatch.setenv("OBJECT2VEC_PIPE_TIMEOUT", "0.1")
+def test_pipe_mode_is_not_read_from_the_folder(tmp_path: Path) -> None:
+    # Pipe mode reads FIFOs named <channel>_<n> next to the channel folder (data/pipe.py, tested in
+    # test_pipe.py), never the folder's files.
     write(tmp_path / "train", "data.jsonl", line())
-    message = read_error(tmp_path / "train", mode="Pipe")
-    assert message.startswith("channel train ") and "Pipe" in message
+    with pytest.raises(AlgorithmError, match="channel train is in Pipe mode"):
+        read_channel(channel(tmp_path / "train", mode="Pipe"), hyperparameters())
 
 
 def test_truncated_gzip_file(tmp_path: Path) -> None:

@@ -283,6 +283,7 @@ def reference_embeddings(model: torch.nn.Module, seqs: list[list[int]], normaliz
     return torch.nn.functional.normalize(pooled, dim=1) if normalize else pooled
 
 
+@pytest.mark.slow  # seconds: left out of `make test-unit`
 def test_embeddings_equal_hugging_face_bert_in_inference_and_training_paths(tiny_bert: Path) -> None:
     reference = reference_embeddings(reference_bert(tiny_bert), SEQS, normalize=True)
     encoder = load_encoder(tiny_bert)

@@ -21,6 +21,7 @@ Batches are shuffled with a seeded generator; `bucket_width` groups records of s
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -231,6 +232,12 @@ class Batch:
 def make_batch(dataset: PairDataset, index: torch.Tensor) -> Batch:
     labels = dataset.labels.index_select(0, index)
     return Batch(Tokens.gather(dataset.in0, index), Tokens.gather(dataset.in1, index), labels)
+
+
+def group_batch_size(mini_batch_size: int, sharers: int, world_size: int) -> int:
+    """The batch that `sharers` processes slice between them at each step, so that the job's
+    `world_size` processes take about `mini_batch_size` records per step in all (each at least one)."""
+    return max(math.ceil(mini_batch_size * sharers / world_size), sharers)
 
 
 def iterate_batches(

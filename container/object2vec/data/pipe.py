@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from object2vec.config import Hyperparameters
-from object2vec.data.records import GZIP_MAGIC, PairDataset, _RecordReader, check_content_type
+from object2vec.data.records import PairDataset, RecordReader, check_content_type
 from object2vec.environment import Channel
 from object2vec.errors import ClientError, TrainingStopped
+from object2vec.record_format import is_gzip
 
 if TYPE_CHECKING:
     from object2vec.training.signals import StopSignal
@@ -45,7 +46,7 @@ def read_pipe(channel: Channel, hp: Hyperparameters, index: int = 0, stop: StopS
     """Every record of pass `index` of a Pipe-mode channel (waits for its FIFO to appear)."""
     check_content_type(channel)
     path = wait_for_pipe(channel, index, stop)
-    reader = _RecordReader(channel.name, hp)
+    reader = RecordReader(channel.name, hp)
     started = time.monotonic()
     with open_pipe(path) as stream:
         reader.read(Path(path.name), stream)
@@ -80,7 +81,7 @@ def wait_for_pipe(channel: Channel, index: int, stop: StopSignal | None = None) 
 def open_pipe(path: Path) -> IO[bytes]:
     """A binary stream of the FIFO's lines, decompressed when it is gzip (without seeking)."""
     raw = open(path, "rb", buffering=READ_BUFFER)  # noqa: SIM115 - returned to the caller, who closes it
-    if raw.peek(2)[:2] == GZIP_MAGIC:
+    if is_gzip(raw.peek(2)):
         return _GzipOverStream(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
 

@@ -9,7 +9,6 @@ max_seq_len, so memory follows the data, not the longest sequence.
 from __future__ import annotations
 
 import functools
-import gzip
 import logging
 import zlib
 from dataclasses import dataclass
@@ -22,14 +21,20 @@ import torch
 
 from object2vec.config import Hyperparameters
 from object2vec.environment import Channel
-from object2vec.errors import ClientError
+from object2vec.errors import AlgorithmError, ClientError
+from object2vec.record_format import (
+    INPUT_KEYS,
+    LABEL_KEY,
+    RECORD_EXAMPLE,
+    is_jsonlines,
+    list_data_files,
+    open_data_file,
+    vocab_error,
+)
 
 logger = logging.getLogger(__name__)
 
-JSONLINES_TYPES = ("application/jsonlines", "application/jsonl", "application/x-jsonlines")
 MAX_LINE_BYTES = 1 << 20  # a record of two 5000-token sequences is far below 1 MiB
-GZIP_MAGIC = b"\x1f\x8b"
-INPUT_KEYS = ("in0", "in1")
 
 
 @dataclass(frozen=True)
@@ -92,24 +97,22 @@ class PairDataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def inputs(self, index: int) -> TokenSequences:
-        return self.in0 if index == 0 else self.in1
-
 
 def read_channel(channel: Channel, hp: Hyperparameters) -> PairDataset:
-    """Every record of a channel (File or FastFile; Pipe: its first pass), validated against the hyperparameters."""
-    check_content_type(channel)
-    if channel.input_mode == "Pipe":  # FIFOs <channel>_0, _1, ...: this reads the first pass
-        from object2vec.data.pipe import read_pipe
+    """Every record of a File or FastFile channel, validated against the hyperparameters.
 
-        return read_pipe(channel, hp)
+    A Pipe-mode channel arrives as FIFOs: data.pipe reads it, with the RecordReader of this module.
+    """
+    if channel.input_mode == "Pipe":
+        raise AlgorithmError(f"channel {channel.name} is in Pipe mode: read it with data.pipe.read_pipe")
+    check_content_type(channel)
     files = list_data_files(channel.path)
     if not files:
         raise ClientError(
             f"channel {channel.name} has no data files under {channel.path}: put one or more "
             "JSON Lines files (plain or .gz) there"
         )
-    reader = _RecordReader(channel.name, hp)
+    reader = RecordReader(channel.name, hp)
     for path in files:
         with open_data_file(path) as stream:
             reader.read(path.relative_to(channel.path), stream)
@@ -127,35 +130,14 @@ def read_channel(channel: Channel, hp: Hyperparameters) -> PairDataset:
 def check_content_type(channel: Channel) -> None:
     if channel.content_type is None:
         return  # no ContentType on the channel means JSON Lines (the SDK's RecordSet sends none)
-    media_type = channel.content_type.split(";")[0].strip().lower()
-    if media_type not in JSONLINES_TYPES:
+    if not is_jsonlines(channel.content_type):
         raise ClientError(
             f"channel {channel.name} has ContentType {channel.content_type!r}, but Object2Vec "
             "reads JSON Lines: set it to application/jsonlines (or leave it unset)"
         )
 
 
-def list_data_files(root: Path) -> list[Path]:
-    """Files under root, in nested folders too, in a stable order; hidden files are skipped."""
-    if not root.is_dir():
-        return []
-    return sorted(
-        path
-        for path in root.rglob("*")
-        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    )
-
-
-def open_data_file(path: Path) -> IO[bytes]:
-    """A binary stream of the file's lines, decompressed when it is gzip (by content, not name)."""
-    with open(path, "rb") as probe:
-        compressed = probe.read(2) == GZIP_MAGIC
-    # Opened by path, so that closing the returned stream closes the file (a GzipFile handed an
-    # open file object leaves that file open).
-    return gzip.open(path, "rb") if compressed else open(path, "rb")  # type: ignore[return-value]
-
-
-class _RecordReader:
+class RecordReader:
     """Accumulates records from files; converts and checks them in bulk at the end of each file."""
 
     def __init__(self, channel: str, hp: Hyperparameters) -> None:
@@ -181,7 +163,7 @@ class _RecordReader:
                     sequence = record[INPUT_KEYS[side]]
                     flat[side].extend(sequence)
                     lengths[side].append(len(sequence))
-                labels.append(record["label"])
+                labels.append(record[LABEL_KEY])
                 line_numbers.append(line_number)
         except (OSError, EOFError, zlib.error) as err:  # a corrupt gzip stream, for instance
             raise ClientError(f"channel {self.channel}, file {name}: cannot be read: {err}") from err
@@ -203,8 +185,8 @@ class _RecordReader:
         except orjson.JSONDecodeError as err:
             self.fail(name, line_number, f"is not valid JSON ({err})")
         if not isinstance(record, dict):
-            self.fail(name, line_number, 'must be a JSON object like {"in0": [1, 2], "in1": [3], "label": 0}')
-        for key in (*INPUT_KEYS, "label"):
+            self.fail(name, line_number, f"must be a JSON object like {RECORD_EXAMPLE}")
+        for key in (*INPUT_KEYS, LABEL_KEY):
             if key not in record:
                 self.fail(name, line_number, f'has no "{key}"')
         for key in INPUT_KEYS:
@@ -231,16 +213,8 @@ class _RecordReader:
         bad = np.flatnonzero((values < 0) | (values >= vocab_size))
         if bad.size:
             record = int(np.searchsorted(np.cumsum(lengths_array), bad[0], side="right"))
-            value = int(flat[bad[0]])
-            problem = (
-                f'Vocab id "{value}" is negative'
-                if value < 0
-                else f'Vocab id "{value}" is not less than vocab_size={vocab_size}'
-            )
-            raise ClientError(
-                f"Inconsistent vocab for {key} found. {problem} (channel {self.channel}, file "
-                f"{name}, line {int(lines[record])}): ids must lie in [0, enc{side}_vocab_size)"
-            )
+            where = f"channel {self.channel}, file {name}, line {int(lines[record])}"
+            raise ClientError(vocab_error(side, int(flat[bad[0]]), vocab_size, where))
         sequences = TokenSequences.from_flat(values, lengths_array)
         sequences = sequences.truncated(self.hp.encoder(side).max_seq_len)
         return sequences.values.numpy(), sequences.lengths.numpy()
@@ -281,8 +255,7 @@ class _RecordReader:
     def finish(self) -> PairDataset:
         if not self.parts:
             raise ClientError(
-                f"channel {self.channel} holds no records: each line must be a JSON object like "
-                '{"in0": [1, 2], "in1": [3], "label": 0}'
+                f"channel {self.channel} holds no records: each line must be a JSON object like {RECORD_EXAMPLE}"
             )
         inputs = []
         for side in (0, 1):

@@ -30,14 +30,12 @@ import torch
 from torch import nn
 
 from object2vec.config import Hyperparameters
-from object2vec.data.records import open_data_file
-from object2vec.environment import Channel
+from object2vec.environment import AUXILIARY, Channel
 from object2vec.errors import ClientError
+from object2vec.record_format import TooLarge, open_data_file, read_vocab_file
 
 logger = logging.getLogger(__name__)
 
-AUXILIARY = "auxiliary"
-MAX_VOCAB_FILE_BYTES = 1 << 30  # a 3,000,000-token vocab is well below 1 GiB of JSON
 LISTED_FILES = 10  # how many of the channel's files a "not found" message names
 FROZEN_ROWS = "frozen_rows"  # the non-persistent (V,) bool buffer set on a token embedding
 
@@ -57,11 +55,10 @@ class PretrainedRows:
 
 def read_vocab(path: Path, vocab_size: int, name: str = "vocab file") -> dict[str, int]:
     """A token -> id JSON map (plain or gzip), every id checked to lie in [0, vocab_size)."""
-    if path.stat().st_size > MAX_VOCAB_FILE_BYTES:
-        raise ClientError(f"{name} {path.name} is larger than {MAX_VOCAB_FILE_BYTES} bytes: not a vocab file")
     try:
-        with open_data_file(path) as stream:
-            vocab = orjson.loads(stream.read())
+        vocab = read_vocab_file(path)
+    except TooLarge as err:
+        raise ClientError(f"{name} {path.name} {err}: not a vocab file") from err
     except (orjson.JSONDecodeError, OSError, EOFError) as err:
         raise ClientError(f"{name} {path.name} is not valid JSON: {err}") from err
     if not isinstance(vocab, dict):

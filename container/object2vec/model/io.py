@@ -10,7 +10,9 @@ random initialisation that the weights replace (1.8 s for a 1M-row token table).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,13 +85,15 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
         specs = specs_from_dict(config.get("transformers", {}), str(config_path))
     except RecursionError:
         raise ClientError(f"{config_path} nests its hyperparameters too deeply: not a model config") from None
-    with torch.device("meta"):
+    with shapes_only():
         model = Object2VecModel(hp, specs)  # shapes only: no storage, no initialisation
     check_weights_header(weights_path, tensors_of(model), config_path)
     # strict loading below sets every tensor of the state dict; a buffer outside it (none today)
     # would keep the uninitialised values, so such a model is built the ordinary way.
     if set(dict(model.named_buffers(remove_duplicate=False))) <= set(model.state_dict()):
-        model.to_empty(device=device)
+        # Module.to_empty's empty_like runs torch's Python reference for meta tensors, which imports
+        # sympy (0.7 s); torch.empty of the same shape and dtype is the same uninitialised storage.
+        model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
     else:
         model = Object2VecModel(hp, specs)
     try:
@@ -127,9 +131,33 @@ def expected_tensors(
     Built on the meta device, so no memory is allocated however large the config claims the
     model to be. Tied parameters are one storage under several names; safetensors writes one of
     them."""
-    with torch.device("meta"):
+    with shapes_only():
         model = Object2VecModel(hp, specs or {})
     return tensors_of(model)
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Modules built inside have meta tensors (no storage) and skip their random initialisation.
+
+    Initialising a meta tensor computes nothing, but torch runs some initialisers there (normal_)
+    through its Python reference kernels, whose first use imports torch._dynamo: 1.7 s of every
+    `serve` start and `index` run on a 2-core machine, for values that are never used."""
+    names = [name for name in dir(torch.nn.init) if name.endswith("_") and not name.startswith("_")]
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(torch.nn.init, name, _keep)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
+
+
+def _keep(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    """An initialiser that leaves the tensor as it is (the signature of torch.nn.init's)."""
+    return tensor
 
 
 def tensors_of(model: Object2VecModel) -> list[tuple[list[str], tuple[int, ...], str]]:

@@ -22,6 +22,7 @@ from object2vec.errors import ClientError
 from object2vec.prepare.io import MAX_LINE_CHARS, AtomicFile, check_outputs, read_lines
 from object2vec.prepare.options import non_negative_int
 from object2vec.prepare.pretrained_tokenizer import PretrainedTokenizer
+from object2vec.record_format import INPUT_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def add_parser(subparsers: Any) -> None:
     out = parser.add_argument_group("instances")
     out.add_argument(
         "--side",
-        choices=("in0", "in1"),
+        choices=INPUT_KEYS,
         default="in0",
         help="the field single texts go in: in0 -> enc0's embeddings, in1 -> enc1's (default: in0)",
     )

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import gzip
 import json
-import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -21,16 +21,17 @@ from typing import IO, Any
 import orjson
 
 from object2vec.errors import ClientError
+from object2vec.files import atomic_path
+from object2vec.record_format import INPUT_KEYS, LABEL_KEY, is_gzip
 
 MAX_LINE_CHARS = 1 << 20  # 1 MiB of text per line: far above any sentence, document or ratings row
-GZIP_MAGIC = b"\x1f\x8b"
 
 
 def open_text(path: Path) -> IO[str]:
     """Open a UTF-8 text file for reading, transparently gunzipping it when it is gzip-compressed."""
     try:
         with path.open("rb") as probe:
-            compressed = probe.read(2) == GZIP_MAGIC
+            compressed = is_gzip(probe.read(2))
         if compressed:
             return gzip.open(path, "rt", encoding="utf-8", newline="")
         return path.open("r", encoding="utf-8", newline="")
@@ -99,17 +100,19 @@ def read_rows(
 
 
 class AtomicFile:
-    """A text file written under a temporary name and renamed into place on a clean exit."""
+    """A text file written under a temporary name and renamed into place on a clean exit (files.atomic_path)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         self.stream: IO[str] | None = None
+        self._target: AbstractContextManager[Path] | None = None
 
     def __enter__(self) -> IO[str]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.stream = self.temporary.open("w", encoding="utf-8", newline="\n")
+            self._target = atomic_path(self.path)
+            temporary = self._target.__enter__()
+            self.stream = temporary.open("w", encoding="utf-8", newline="\n")
         except OSError as err:
             raise ClientError(f"{self.path}: cannot be written: {err}") from err
         return self.stream
@@ -117,12 +120,9 @@ class AtomicFile:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        assert self.stream is not None
+        assert self.stream is not None and self._target is not None
         self.stream.close()
-        if kind is None:
-            os.replace(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)
+        self._target.__exit__(kind, error, trace)  # renames into place, or removes the temporary file
 
 
 class JsonlWriter:
@@ -157,7 +157,7 @@ class JsonlWriter:
 
 def pair(in0: list[int], in1: list[int], label: int | float) -> dict[str, Any]:
     """One training record in the order the AWS notebooks write it."""
-    return {"in0": in0, "in1": in1, "label": label}
+    return {INPUT_KEYS[0]: in0, INPUT_KEYS[1]: in1, LABEL_KEY: label}
 
 
 def write_json(path: Path, value: Any) -> None:

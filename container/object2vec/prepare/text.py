@@ -25,8 +25,10 @@ from pathlib import Path
 
 import orjson
 
+from object2vec.config import MAX_SEQ_LEN_LIMIT  # the largest encX_max_seq_len the trainer accepts
 from object2vec.errors import ClientError
 from object2vec.prepare.io import write_json
+from object2vec.record_format import TooLarge, read_vocab_file
 
 UNK = "<unk>"
 RESERVED_SCHEMES: dict[str, tuple[str, ...]] = {
@@ -37,7 +39,6 @@ RESERVED_SCHEMES: dict[str, tuple[str, ...]] = {
 }
 # Words (letters, digits, underscore; inner apostrophes kept: "don't") or single punctuation marks.
 TOKEN_PATTERN = re.compile(r"\w+(?:['\u2019]\w+)*|[^\w\s]")
-MAX_SEQ_LEN_LIMIT = 5000  # the largest encX_max_seq_len the trainer accepts
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,12 @@ class Vocab:
     def read(cls, path: Path, option: str = "--vocab") -> Vocab:
         """A vocab.json (token -> id); <unk>, if present, receives unknown tokens."""
         try:
-            data = orjson.loads(path.read_bytes())
+            data = read_vocab_file(path)
         except FileNotFoundError as err:
             raise ClientError(f"{option} {path}: no such file") from err
-        except (OSError, orjson.JSONDecodeError) as err:
+        except TooLarge as err:
+            raise ClientError(f"{option} {path}: {err}; not a vocab file") from err
+        except (OSError, EOFError, orjson.JSONDecodeError) as err:
             raise ClientError(f"{option} {path}: not a readable JSON file ({err})") from err
         if not isinstance(data, dict) or not data:
             raise ClientError(
@@ -148,7 +151,7 @@ class LengthStats:
         return self.longest
 
     def suggest(self, q: float, cap: int = 0) -> int:
-        """A max_seq_len covering q% of the sequences, within the trainer's range [1, 5000]."""
+        """A max_seq_len covering q% of the sequences, within the trainer's range [1, MAX_SEQ_LEN_LIMIT]."""
         length = self.percentile(q)
         if cap:
             length = min(length, cap)

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from object2vec.config import MAX_NUM_CLASSES  # the trainer's num_classes range is 2..MAX_NUM_CLASSES
 from object2vec.errors import ClientError
 from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_rows
 from object2vec.prepare.options import (
@@ -34,8 +35,6 @@ from object2vec.prepare.pretrained_tokenizer import TextTokenizer
 from object2vec.prepare.text import LengthStats, Vocab, truncate
 
 logger = logging.getLogger(__name__)
-
-MAX_NUM_CLASSES = 30  # the trainer's num_classes range is 2..30
 
 
 def add_parser(subparsers: Any) -> None:

@@ -19,8 +19,8 @@ import numpy as np
 
 from object2vec import __version__
 from object2vec.config import Hyperparameters
-from object2vec.data.records import INPUT_KEYS
 from object2vec.errors import AlgorithmError
+from object2vec.record_format import INPUT_KEYS
 from object2vec.retrieval import vector_index
 from object2vec.retrieval.candidates import CandidateBlock
 from object2vec.retrieval.index_file import INDEX_FILE, write_index_file

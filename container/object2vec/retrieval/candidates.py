@@ -29,16 +29,10 @@ import numpy as np
 import orjson
 
 from object2vec.config import Hyperparameters
-from object2vec.data.records import (
-    INPUT_KEYS,
-    MAX_LINE_BYTES,
-    TokenSequences,
-    check_content_type,
-    list_data_files,
-    open_data_file,
-)
+from object2vec.data.records import MAX_LINE_BYTES, TokenSequences, check_content_type
 from object2vec.environment import Channel
 from object2vec.errors import ClientError
+from object2vec.record_format import INPUT_KEYS, list_data_files, open_data_file
 
 logger = logging.getLogger(__name__)
 

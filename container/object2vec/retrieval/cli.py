@@ -16,13 +16,12 @@ import argparse
 import logging
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from object2vec.cli import EXIT_ALGORITHM_ERROR, EXIT_CLIENT_ERROR, configure_logging
 from object2vec.config import Hyperparameters
-from object2vec.errors import AlgorithmError, ClientError
+from object2vec.errors import ClientError, failure_of
+from object2vec.logs import configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +58,10 @@ def index_main(argv: Sequence[str]) -> int:
     configure_logging()
     try:
         run(args.model_dir, args.candidates, args.set)
-    except ClientError as err:
-        print(f"ClientError: {err}", file=sys.stderr)
-        return EXIT_CLIENT_ERROR
-    except Exception as err:  # an internal fault: reported with its traceback, never a bare one
-        kind = "AlgorithmError" if isinstance(err, AlgorithmError) else f"AlgorithmError: {type(err).__name__}"
-        print(f"{kind}: {err}\n\n{traceback.format_exc()}", file=sys.stderr)
-        return EXIT_ALGORITHM_ERROR
+    except Exception as err:  # an internal fault is reported with its traceback, never a bare one
+        failure = failure_of(err)
+        print(failure.text + (f"\n\n{failure.detail}" if failure.detail else ""), file=sys.stderr)
+        return failure.exit_code
     return 0
 
 

@@ -28,8 +28,9 @@ import numpy as np
 import orjson
 
 from object2vec.config import MAX_TOP_N
-from object2vec.data.records import INPUT_KEYS, TokenSequences
+from object2vec.data.records import TokenSequences
 from object2vec.errors import ClientError, RequestError
+from object2vec.record_format import INPUT_KEYS
 from object2vec.retrieval import vector_index
 from object2vec.retrieval.build import FORMAT_VERSION, PROBES
 from object2vec.retrieval.candidates import MAX_CANDIDATES, MAX_ID_CHARS

@@ -13,11 +13,10 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from object2vec.errors import RequestError
+from object2vec.record_format import JSONLINES, JSONLINES_ALIASES
 from object2vec.retrieval.protocol import CUSTOM_ATTRIBUTES_HEADER, NeighborSource, answer_neighbors, retrieval_params
 from object2vec.serving.codec import (
     JSON,
-    JSONLINES,
-    JSONLINES_ALIASES,
     OutputFormat,
     decode_request,
     encode_response,

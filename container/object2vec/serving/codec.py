@@ -21,13 +21,12 @@ from typing import Any
 import numpy as np
 import orjson
 
+from object2vec.config import MAX_SEQ_LEN_LIMIT
 from object2vec.errors import RequestError
+from object2vec.record_format import JSONLINES, JSONLINES_ALIASES  # answers always use JSONLINES
 
 JSON = "application/json"
-JSONLINES = "application/jsonlines"
-# Other spellings of JSON Lines seen in the wild; answers always use JSONLINES.
-JSONLINES_ALIASES = ("application/jsonl", "application/x-jsonlines", "application/json-lines")
-MIN_SEQLEN, MAX_SEQLEN = 1, 5000  # infer_max_seqlens bounds, as documented
+MIN_SEQLEN, MAX_SEQLEN = 1, MAX_SEQ_LEN_LIMIT  # infer_max_seqlens bounds, as documented
 UTF8_CHARSETS = ("utf-8", "utf8", "us-ascii", "ascii")
 UTF8_BOM = codecs.BOM_UTF8
 # Text codecs that are not body charsets: host-name and escape codecs, and one that always fails.

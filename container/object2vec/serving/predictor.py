@@ -27,13 +27,13 @@ from object2vec.data.records import TokenSequences
 from object2vec.errors import AlgorithmError, RequestError
 from object2vec.model.io import load_model
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.record_format import INPUT_KEYS, vocab_error
 from object2vec.serving.codec import Prediction
 from object2vec.serving.settings import DEFAULT_MAX_INSTANCES
 from object2vec.threads import ThreadGovernor
 
 logger = logging.getLogger(__name__)
 
-INPUT_KEYS = ("in0", "in1")
 MAX_SEQUENCE_IDS = 100_000  # before truncation; more is surely not a real sequence (413)
 CHUNK_ROWS = 4096  # rows per forward; bounds memory together with CHUNK_ELEMENTS
 CHUNK_ELEMENTS = 1 << 24  # padded tokens x per-token width of the encoders, per forward
@@ -225,17 +225,8 @@ class Predictor:
         raise RequestError(400, f'field "{key}": must hold integer token ids only')  # not reached
 
     def _raise_vocab_error(self, key: str, side: int, index: int, value: int, approximate: bool = False) -> None:
-        vocab_size = self.hp.encoder(side).vocab_size
-        shown = f"about {value}" if approximate else str(value)
-        if value < 0:
-            problem = f'Vocab id "{shown}" is negative'
-        else:
-            problem = f'Vocab id "{shown}" is not less than vocab_size={vocab_size}'
-        raise RequestError(
-            400,
-            f'Inconsistent vocab for {key} found. {problem} (instance {index}, field "{key}"): ids must lie '
-            f"in [0, enc{side}_vocab_size)",
-        )
+        where = f'instance {index}, field "{key}"'
+        raise RequestError(400, vocab_error(side, value, self.hp.encoder(side).vocab_size, where, approximate))
 
     # -----------------------------------------------------------------------------------------
 

@@ -149,7 +149,7 @@ def run_gunicorn(settings: ServerSettings, bind: str) -> int:
 
 def serve_main(argv: Sequence[str]) -> int:
     """`python -m object2vec serve` (the image's `serve`): run nginx and gunicorn until stopped."""
-    from object2vec.cli import configure_logging
+    from object2vec.logs import configure_logging
     from object2vec.serving.nginx import find_nginx
     from object2vec.serving.settings import ServingConfig
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from object2vec.environment import available_cpus
+from object2vec.record_format import JSONLINES
 from object2vec.threads import thread_count
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ DEFAULT_MAX_INSTANCES = 1_000_000  # far above any 6 MB request; bounds batch me
 REALTIME_TIMEOUT_S = 60  # InvokeEndpoint: "must respond to requests within 60 seconds"
 BATCH_TIMEOUT_S = 600  # ModelClientConfig.InvocationsTimeoutInSeconds default
 GRACEFUL_TIMEOUT_S = 20  # SageMaker sends SIGKILL 30 s after SIGTERM
-SUPPORTED_ACCEPTS = ("application/json", "application/jsonlines")
+SUPPORTED_ACCEPTS = ("application/json", JSONLINES)
 
 
 def is_truthy(value: str | None) -> bool:

@@ -12,7 +12,7 @@ The tensor file is written first and the JSON last, each atomically (temp file +
 checkpoint without its JSON, or whose tensor file does not match it (a truncated copy), is not
 valid: it is skipped with a warning and the next older one is tried. Nothing is unpickled.
 
-What goes in (see `Trainer.checkpoint_state`): the model and the best model so far, the optimizer,
+What goes in (see `Trainer.state_dict`): the model and the best model so far, the optimizer,
 the position (the epoch to run and how many of its steps are done: not 0 only for a checkpoint
 written on SIGTERM), early-stopping state and history, the train metric sums of a partial epoch,
 and the RNG states (each torch.Generator of the trainer as of the start of the epoch, and torch's
@@ -216,24 +216,16 @@ def _sha256(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The trainer's state
-
-
-@dataclass
-class Resume:
-    """What `Trainer.fit` continues from."""
-
-    result: Any  # FitResult: best model and loss, early-stopping state, history
-    position: Position
-    train_count: int  # records and metric sums of the epoch's steps already done (rank 0 only)
-    train_sums: dict[str, torch.Tensor]
+# Agreeing on one checkpoint across the job
 
 
 class Checkpointer:
-    """Saves and restores a Trainer in a CheckpointStore; a no-op without one.
+    """Saves and finds a training state in a CheckpointStore; a no-op without one.
 
-    In a job of several processes, every process resumes from the same position (the newest that
-    every host has) and one process per host writes (they all hold the same state).
+    What the state holds is the Trainer's (`Trainer.state_dict`); this adds the hyperparameters,
+    so that a run with other values ignores the checkpoint. In a job of several processes, every
+    process resumes from the same position (the newest that every host has) and one process per
+    host writes (they all hold the same state).
     """
 
     def __init__(self, store: CheckpointStore | None, dist: Any, hyperparameters: dict[str, Any]) -> None:
@@ -241,35 +233,18 @@ class Checkpointer:
         self.dist = dist  # training.distributed.Distributed
         self.hyperparameters = hyperparameters
 
-    def save(self, trainer: Any, result: Any, position: Position, partial: tuple[int, dict[str, Any]] | None) -> None:
-        if self.store is None or not self.dist.writes_host_files:
-            return
-        count, sums = partial if partial is not None else (0, {})
-        state = {
-            "hyperparameters": self.hyperparameters,
-            "model": trainer.model.state_dict(),
-            "optimizer": trainer.optimizer.state_dict(),
-            "best_state": result.best_state,
-            "fit": {
-                "best_epoch": result.best_epoch,
-                "best_loss": result.best_loss,
-                "epochs_completed": result.epochs_completed,
-                "reference": result.reference,
-                "epochs_without_improvement": result.epochs_without_improvement,
-                "history": result.history,
-            },
-            "train_sums": {"count": count, "sums": dict(sums)},
-            "rng": {
-                # mid-epoch: the generators as the epoch began, so it draws the same order again
-                "generators": trainer.generator_states(at_epoch_start=position.step > 0),
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-        }
-        self.store.save(state, position)
+    @property
+    def writes(self) -> bool:
+        """Whether this process writes checkpoints (there is a store, and it writes its host's files)."""
+        return self.store is not None and self.dist.writes_host_files
 
-    def resume(self, trainer: Any) -> Resume | None:
-        """Restore `trainer` from the newest usable checkpoint; None when there is none."""
+    def save(self, state: dict[str, Any], position: Position) -> None:
+        if self.store is None or not self.writes:
+            return
+        self.store.save({"hyperparameters": self.hyperparameters, **state}, position)
+
+    def load(self) -> tuple[Position, dict[str, Any]] | None:
+        """The newest usable checkpoint that every process has; None when there is none."""
         loaded = self._newest() if self.store is not None else None
         mine = loaded[0].key if loaded else -1
         agreed = self.dist.agree_min(mine)
@@ -280,33 +255,7 @@ class Checkpointer:
             if mine >= 0 or agreed >= 0:
                 logger.warning("Not every host has a checkpoint of the same position: starting from scratch")
             return None
-        position, state = loaded  # type: ignore[misc]
-        from object2vec.training.trainer import FitResult
-
-        trainer.model.load_state_dict(state["model"])
-        trainer.optimizer.load_state_dict(state["optimizer"])
-        trainer.set_generator_states(state["rng"]["generators"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        fit = state["fit"]
-        result = FitResult(
-            best_epoch=fit["best_epoch"],
-            best_loss=fit["best_loss"],
-            best_state=state["best_state"],
-            epochs_completed=fit["epochs_completed"],
-            history=fit["history"],
-            reference=fit["reference"],
-            epochs_without_improvement=fit["epochs_without_improvement"],
-        )
-        sums = state["train_sums"]
-        logger.info(
-            "Resuming from the checkpoint of epoch %d, step %d (best epoch so far: %s)",
-            position.epoch,
-            position.step,
-            fit["best_epoch"],
-        )
-        return Resume(result, position, sums["count"], sums["sums"])
+        return loaded
 
     def _newest(self) -> tuple[Position, dict[str, Any]] | None:
         assert self.store is not None

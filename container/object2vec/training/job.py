@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from object2vec.config import Hyperparameters
-from object2vec.data.pipe import PipeEpochs
+from object2vec.data.pipe import PipeEpochs, read_pipe
 from object2vec.data.pretrained import initialise_transformers, read_transformer_checkpoints, transformer_specs
 from object2vec.data.records import PairDataset, read_channel
 from object2vec.data.sampling import describe_negative_sampling
@@ -25,9 +25,13 @@ from object2vec.retrieval.candidates import CandidateBlock, read_catalogue
 from object2vec.retrieval.index_file import INDEX_FILE
 from object2vec.threads import ADJUST_SECONDS, ThreadGovernor, describe_wait_policy, free_cores, thread_count
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
-from object2vec.training.distributed import Distributed, Topology, connect, plan_topology, run_local_processes
+from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import log_quality
+from object2vec.training.processes import run_local_processes
+from object2vec.training.rendezvous import connect
+from object2vec.training.sharding import shard
 from object2vec.training.signals import StopSignal
+from object2vec.training.topology import Topology, plan_topology
 from object2vec.training.trainer import Trainer
 
 logger = logging.getLogger(__name__)
@@ -40,7 +44,6 @@ def run_training(env: TrainingEnvironment, stop: StopSignal) -> None:
     hp = Hyperparameters.from_dict(env.hyperparameters)
     logger.info("Final configuration: %s", json.dumps(hp.to_dict(), sort_keys=True))
     check_channels(env)
-    check_features_available(hp)
     check_auxiliary_files(hp, env.channels.get(AUXILIARY))
     read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))  # fail fast: config and weights header only
     topology = plan_topology(env, hp)
@@ -90,8 +93,8 @@ def train_with(
     # The catalogue is read (and checked) before training, so that a bad one fails in seconds, not
     # after hours; only the master writes the model, so only it needs it.
     catalogue = read_catalogue(env.channels[CANDIDATES], hp) if CANDIDATES in env.channels and dist.is_master else None
-    validation = shard(dist, env, "validation", read_optional_channel(env, "validation", hp))
-    test = shard(dist, env, "test", read_optional_channel(env, "test", hp))
+    validation = shard_channel(dist, env, "validation", read_optional_channel(env, "validation", hp))
+    test = shard_channel(dist, env, "test", read_optional_channel(env, "test", hp))
     clock["data"] = time.perf_counter()
 
     checkpoints = read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))
@@ -108,7 +111,7 @@ def train_with(
     )
     clock["model"] = time.perf_counter()
     with stop.deferred():
-        result = trainer.fit(train, validation, checkpointer.resume(trainer))
+        result = trainer.fit(train, validation, trainer.restore())
         clock["training"] = time.perf_counter()
         if result.best_state is None:
             raise TrainingStopped(
@@ -200,27 +203,24 @@ def check_channels(env: TrainingEnvironment) -> None:
         raise ClientError("the train channel is required: give the training job a channel named train")
 
 
-def check_features_available(hp: Hyperparameters) -> None:
-    """Features whose hyperparameters are accepted but which this version cannot run yet."""
-    missing: list[str] = []  # none at present: every documented feature runs
-    if missing:
-        raise ClientError(f"not supported by this version yet: {', '.join(missing)}; remove or reset them")
-
-
 def read_train_channel(env: TrainingEnvironment, hp: Hyperparameters, stop: StopSignal) -> PairDataset | PipeEpochs:
     """In Pipe mode, one FIFO per epoch: the records are read as each epoch begins."""
     channel = env.channels["train"]
     return PipeEpochs(channel, hp, stop) if channel.input_mode == "Pipe" else read_channel(channel, hp)
 
 
-def shard(dist: Distributed, env: TrainingEnvironment, name: str, dataset: PairDataset | None) -> PairDataset | None:
+def shard_channel(
+    dist: Distributed, env: TrainingEnvironment, name: str, dataset: PairDataset | None
+) -> PairDataset | None:
     """This process's part of an evaluation channel (the metrics are all-reduced)."""
-    return dist.shard(dataset, env.channels[name].distribution) if dataset is not None else None
+    return shard(dist, dataset, env.channels[name].distribution) if dataset is not None else None
 
 
 def read_optional_channel(env: TrainingEnvironment, name: str, hp: Hyperparameters) -> PairDataset | None:
     channel = env.channels.get(name)
-    return read_channel(channel, hp) if channel is not None else None
+    if channel is None:
+        return None
+    return read_pipe(channel, hp) if channel.input_mode == "Pipe" else read_channel(channel, hp)
 
 
 def _size(dataset: PairDataset | None) -> int:

@@ -1,7 +1,9 @@
-"""Optimizers for token embeddings with sparse gradients (row_sparse) or frozen pretrained rows.
+"""The optimizer of hp.optimizer (`make_optimizer`), and the handling of token embeddings with sparse
+gradients (row_sparse) or frozen pretrained rows.
 
-`trainer.make_optimizer` comes here when a token embedding needs either; otherwise its plain
-(fused) optimizers are used unchanged.
+`plain_optimizer` is the one place an optimizer name becomes a torch optimizer; a model whose
+token embeddings need neither row_sparse nor frozen rows uses it unchanged (fused kernels). A
+pretrained transformer gets its own learning rate and warm-up (training/pretrained_lr.py).
 
 Token embeddings get their own parameter group with weight_decay=0; `EmbeddingGradients` instead
 adjusts their gradients right before every step:
@@ -33,7 +35,7 @@ from torch import nn
 from object2vec.config import Hyperparameters
 from object2vec.data.vocab import FROZEN_ROWS
 from object2vec.model.transformer import transformer_parameters
-from object2vec.training.pretrained_lr import pretrained_param_groups
+from object2vec.training.pretrained_lr import add_warmup, pretrained_param_groups
 
 _EAGER: dict[type, type] = {}
 # Optimizer methods that import torch._dynamo on their first call, to wrap themselves in
@@ -70,6 +72,37 @@ def eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
 
     _EAGER[cls] = type(cls.__name__, (cls,), {"step": eager_step, "__doc__": cls.__doc__})
     return _EAGER[cls]
+
+
+def make_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.optim.Optimizer:
+    """The optimizer of hp.optimizer for every trainable parameter of `model`."""
+    if needs_embedding_optimizer(hp, model):  # row_sparse or frozen pretrained rows
+        return add_warmup(make_embedding_optimizer(hp, model))  # type: ignore[no-any-return]
+    params = pretrained_param_groups(hp, model, (p for p in model.parameters() if p.requires_grad))
+    return add_warmup(plain_optimizer(hp.optimizer, params, hp.learning_rate, hp.weight_decay))  # type: ignore[no-any-return]
+
+
+def plain_optimizer(
+    name: str, params: Any, lr: float, weight_decay: float = 0.0, sparse_gradients: bool = False
+) -> torch.optim.Optimizer:
+    """The torch optimizer of hp.optimizer `name` (adam, adagrad, sgd, rmsprop, adadelta).
+
+    The fused kernels update all parameters in one pass: several times faster than the per-tensor
+    loop on CPU as on GPU; they (and foreach) take dense gradients only. eager(): the same
+    optimizers, without torch.optim's slow import of torch._dynamo.
+    """
+    kernel: dict[str, bool] = {"foreach": False} if sparse_gradients else {"fused": True}
+    if name == "adam":  # sparse gradients go to SparseAdam instead (make_embedding_optimizer)
+        return eager(torch.optim.Adam)(params, lr=lr, weight_decay=weight_decay, fused=True)
+    if name == "adagrad":
+        return eager(torch.optim.Adagrad)(params, lr=lr, weight_decay=weight_decay, **kernel)
+    if name == "sgd":
+        return eager(torch.optim.SGD)(params, lr=lr, weight_decay=weight_decay, **kernel)
+    if name == "rmsprop":
+        return eager(torch.optim.RMSprop)(params, lr=lr, weight_decay=weight_decay)
+    # AdaDelta adapts its own step size; like MXNet's AdaDelta (the original's engine) it takes
+    # no learning rate, so learning_rate is not applied (lr=1.0 is the unscaled update).
+    return eager(torch.optim.Adadelta)(params, lr=1.0, weight_decay=weight_decay)
 
 
 def token_embeddings(model: nn.Module) -> list[nn.Embedding]:
@@ -176,23 +209,12 @@ def make_embedding_optimizer(hp: Hyperparameters, model: nn.Module) -> torch.opt
         *pretrained_param_groups(hp, model, rest, {"weight_decay": decay}),
         {"params": tables, "weight_decay": 0.0},
     ]
-    optimizer: torch.optim.Optimizer
     if hp.optimizer == "adam" and sparse:
         sparse_adam = eager(torch.optim.SparseAdam)(tables, lr=lr)
         sparse_adam.register_step_pre_hook(EmbeddingGradients(embeddings, decay))
         dense_adam = eager(torch.optim.Adam)(rest, lr=lr, weight_decay=decay, fused=True)
         return OptimizerGroup([sparse_adam, dense_adam])
-    # The fused and foreach kernels take dense gradients only.
-    kernel = {"foreach": False} if sparse else {"fused": True}
-    if hp.optimizer == "adam":
-        optimizer = eager(torch.optim.Adam)(groups, lr=lr, fused=True)
-    elif hp.optimizer == "adagrad":
-        optimizer = eager(torch.optim.Adagrad)(groups, lr=lr, **kernel)
-    elif hp.optimizer == "sgd":
-        optimizer = eager(torch.optim.SGD)(groups, lr=lr, **kernel)
-    elif hp.optimizer == "rmsprop":
-        optimizer = eager(torch.optim.RMSprop)(groups, lr=lr)
-    else:  # adadelta: no learning rate, as in trainer.make_optimizer
-        optimizer = eager(torch.optim.Adadelta)(groups, lr=1.0)
+    # Each group sets its own weight decay (none on the tables: EmbeddingGradients adds it).
+    optimizer = plain_optimizer(hp.optimizer, groups, lr, sparse_gradients=sparse)
     optimizer.register_step_pre_hook(EmbeddingGradients(embeddings, decay))
     return optimizer

@@ -18,49 +18,22 @@ import torch
 import torch.nn.functional as F
 
 from object2vec.config import Hyperparameters
-from object2vec.data.batching import iterate_batches, length_sorted_batches
+from object2vec.data.batching import group_batch_size, iterate_batches, length_sorted_batches
 from object2vec.data.records import PairDataset
 from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
 from object2vec.model.object2vec import Object2VecModel
 from object2vec.threads import ThreadGovernor
-from object2vec.training.checkpoint import Checkpointer, Position, Resume
-from object2vec.training.distributed import FULLY_REPLICATED, Distributed
+from object2vec.training.checkpoint import Checkpointer, Position
+from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
-from object2vec.training.optimizers import eager, make_embedding_optimizer, needs_embedding_optimizer
-from object2vec.training.pretrained_lr import add_warmup, pretrained_param_groups
+from object2vec.training.optimizers import make_optimizer
+from object2vec.training.sharding import FULLY_REPLICATED, BatchStream, split_of
 from object2vec.training.signals import StopSignal
 
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 4096  # evaluation has no gradients, so larger batches are cheap
-
-
-def make_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """The optimizer of hp.optimizer; a pretrained transformer gets its own learning rate and
-    warm-up (training/pretrained_lr.py)."""
-    if needs_embedding_optimizer(hp, model):  # row_sparse or frozen pretrained rows
-        return add_warmup(make_embedding_optimizer(hp, model))  # type: ignore[no-any-return]
-    return add_warmup(_dense_optimizer(hp, model))  # type: ignore[no-any-return]
-
-
-def _dense_optimizer(hp: Hyperparameters, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = pretrained_param_groups(hp, model, (p for p in model.parameters() if p.requires_grad))
-    lr, decay = hp.learning_rate, hp.weight_decay
-    # The fused kernels update all parameters in one pass: several times faster than the
-    # per-tensor loop on CPU as on GPU.
-    # eager(): the same optimizers, without torch.optim's slow import of torch._dynamo.
-    if hp.optimizer == "adam":
-        return eager(torch.optim.Adam)(params, lr=lr, weight_decay=decay, fused=True)
-    if hp.optimizer == "adagrad":
-        return eager(torch.optim.Adagrad)(params, lr=lr, weight_decay=decay, fused=True)
-    if hp.optimizer == "sgd":
-        return eager(torch.optim.SGD)(params, lr=lr, weight_decay=decay, fused=True)
-    if hp.optimizer == "rmsprop":
-        return eager(torch.optim.RMSprop)(params, lr=lr, weight_decay=decay)
-    # AdaDelta adapts its own step size; like MXNet's AdaDelta (the original's engine) it takes
-    # no learning rate, so learning_rate is not applied (lr=1.0 is the unscaled update).
-    return eager(torch.optim.Adadelta)(params, lr=1.0, weight_decay=decay)
 
 
 def compute_loss(outputs: torch.Tensor, labels: torch.Tensor, classification: bool) -> torch.Tensor:
@@ -81,6 +54,16 @@ class FitResult:
     epochs_without_improvement: int = 0
 
 
+@dataclass
+class Resume:
+    """What `Trainer.fit` continues from (`Trainer.load_state_dict` makes it from a checkpoint)."""
+
+    result: FitResult  # best model and loss, early-stopping state, history
+    position: Position
+    train_count: int  # records and metric sums of the epoch's steps already done (rank 0 only)
+    train_sums: dict[str, torch.Tensor]
+
+
 class Trainer:
     def __init__(
         self,
@@ -89,7 +72,7 @@ class Trainer:
         device: torch.device,
         host: str,
         stop: StopSignal,
-        dist: Distributed | None = None,  # several processes: see training/distributed.py
+        dist: Distributed | None = None,  # several processes: see training/distributed.py and sharding.py
         checkpointer: Checkpointer | None = None,
         train_distribution: str = FULLY_REPLICATED,  # the train channel's S3DistributionType
         governor: ThreadGovernor | None = None,  # re-sizes torch's CPU threads to the idle cores
@@ -97,7 +80,7 @@ class Trainer:
         self.model = model
         self.dist = dist or Distributed.single(device)
         self.net = self.dist.wrap(model)  # what training steps run through (DDP or the model)
-        self.train_split = self.dist.split(train_distribution)
+        self.train_split = split_of(self.dist, train_distribution)
         self.checkpointer = checkpointer or Checkpointer(None, self.dist, {})
         self.resume: Resume | None = None
         self.stopped_at = 0  # steps done in the epoch a stop cut short
@@ -126,7 +109,7 @@ class Trainer:
             train_metrics = self.train_epoch(data, epoch, first.step if epoch == first.epoch else 0)
             if train_metrics is None:  # stopped mid-epoch: every process after the same step
                 result.stopped_by = self.stop.requested or "a stop request on another host"
-                self.checkpointer.save(self, result, Position(epoch, self.stopped_at), self.partial)
+                self.checkpoint(result, Position(epoch, self.stopped_at), self.partial)
                 break
             metrics = {f"train:{k}": v for k, v in train_metrics.items()}
             if validation is not None:
@@ -150,7 +133,7 @@ class Trainer:
             else:
                 result.epochs_without_improvement += 1
             log_progress(self.host, 100.0 * (epoch + 1) / hp.epochs)
-            self.checkpointer.save(self, result, Position(epoch + 1, 0), None)
+            self.checkpoint(result, Position(epoch + 1, 0))
             if self.dist.agree([int(bool(self.stop.requested))])[0]:
                 result.stopped_by = self.stop.requested or "a stop request on another host"
                 break
@@ -180,9 +163,10 @@ class Trainer:
         start = time.perf_counter()
         train = with_negatives(train, hp.negative_sampling_rate, self.generator)  # drawn afresh each epoch
         # Each process takes its slice of every global mini-batch; all stop after the same step.
-        stream = self.dist.batches(
-            lambda size: iterate_batches(train, size, self.generator, hp.bucket_width),
-            hp.mini_batch_size,
+        size = group_batch_size(hp.mini_batch_size, self.train_split.size, self.dist.world_size)
+        stream = BatchStream(
+            self.dist,
+            lambda: iterate_batches(train, size, self.generator, hp.bucket_width),
             self.train_split,
             self.stop,
             skip,
@@ -223,6 +207,70 @@ class Trainer:
             accumulator.add(self.model(batch.in0, batch.in1), batch.labels)
         self.dist.all_reduce_(accumulator)  # each process scored its shard
         return accumulator.result()
+
+    def checkpoint(
+        self, result: FitResult, position: Position, partial: tuple[int, dict[str, Any]] | None = None
+    ) -> None:
+        if self.checkpointer.writes:
+            self.checkpointer.save(self.state_dict(result, position, partial), position)
+
+    def state_dict(
+        self, result: FitResult, position: Position, partial: tuple[int, dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """Everything a run needs to continue from `position` as if never stopped (see training/checkpoint.py)."""
+        count, sums = partial if partial is not None else (0, {})
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": result.best_state,
+            "fit": {
+                "best_epoch": result.best_epoch,
+                "best_loss": result.best_loss,
+                "epochs_completed": result.epochs_completed,
+                "reference": result.reference,
+                "epochs_without_improvement": result.epochs_without_improvement,
+                "history": result.history,
+            },
+            "train_sums": {"count": count, "sums": dict(sums)},
+            "rng": {
+                # mid-epoch: the generators as the epoch began, so it draws the same order again
+                "generators": self.generator_states(at_epoch_start=position.step > 0),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any], position: Position) -> Resume:
+        """Restore a `state_dict` saved at `position`; what `fit` then continues from."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.set_generator_states(state["rng"]["generators"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        fit = state["fit"]
+        result = FitResult(
+            best_epoch=fit["best_epoch"],
+            best_loss=fit["best_loss"],
+            best_state=state["best_state"],
+            epochs_completed=fit["epochs_completed"],
+            history=fit["history"],
+            reference=fit["reference"],
+            epochs_without_improvement=fit["epochs_without_improvement"],
+        )
+        sums = state["train_sums"]
+        logger.info(
+            "Resuming from the checkpoint of epoch %d, step %d (best epoch so far: %s)",
+            position.epoch,
+            position.step,
+            fit["best_epoch"],
+        )
+        return Resume(result, position, sums["count"], sums["sums"])
+
+    def restore(self) -> Resume | None:
+        """Load the newest checkpoint every process has; None (start from scratch) when there is none."""
+        loaded = self.checkpointer.load()
+        return self.load_state_dict(loaded[1], loaded[0]) if loaded is not None else None
 
     def generator_states(self, at_epoch_start: bool = False) -> dict[str, torch.Tensor]:
         """States of every torch.Generator this trainer holds (now, or as the epoch began)."""
