@@ -6,8 +6,9 @@ uniformly 1..20 ids (mean 10.5) from a 10,000-token vocabulary (--max-len 1 --vo
 user-item shape of the MovieLens use case); token_embedding_dim 32, enc_dim 32, mlp_dim 32,
 mlp_layers 1, comparator "hadamard, concat, abs_diff", softmax with 2 classes, adam (fused),
 mini_batch_size 1024, defaults otherwise (bucket_width 0). One warm-up epoch, then the timed ones.
-Threads: as `train` sets them, OMP_WAIT_POLICY=PASSIVE unless set; the count is --threads (the
-default: all cores; with --reference 1 and all cores), not the idle-core rule of `train`.
+Threads: the count is --threads (the default: all cores; with --reference 1 and all cores), fixed
+as `train` runs OBJECT2VEC_THREADS, so idle threads sleep (OMP_WAIT_POLICY=PASSIVE unless a wait
+policy is set): not the idle-core rule and re-counting of `train` (benchmarks/threads.py).
 
 The reference (--reference) is the tightest loop we could write by hand for the same model: its
 own nn.Modules, the flat ids of the dataset, `randperm` mini-batches and fused Adam; for
@@ -23,13 +24,16 @@ over the epoch pairs).
 
 from __future__ import annotations
 
-from object2vec.threads import configure_threads
+import os
 
-configure_threads()  # the wait policy `train` uses (OMP_WAIT_POLICY=PASSIVE unless set), before torch loads
+from object2vec.threads import SPIN_COUNT_ENV, WAIT_POLICY_ENV, ThreadGovernor
+
+# Before torch loads: the wait policy `train` uses for a fixed count (OMP_WAIT_POLICY=PASSIVE unless set).
+if WAIT_POLICY_ENV not in os.environ and SPIN_COUNT_ENV not in os.environ:
+    os.environ[WAIT_POLICY_ENV] = "PASSIVE"
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
-import os  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -64,8 +68,10 @@ def synthetic_dataset(rng: np.random.Generator, vocab: int, max_len: int) -> Pai
     return PairDataset(sides[0], sides[1], labels)
 
 
-def trainer_epochs(network: str, dataset: PairDataset, vocab: int, max_len: int) -> Callable[[], float]:
-    """One epoch of the real Trainer per call; returns its seconds."""
+def trainer_epochs(
+    network: str, dataset: PairDataset, vocab: int, max_len: int, governor: ThreadGovernor | None = None
+) -> Callable[[], float]:
+    """One epoch of the real Trainer per call; returns its seconds. `governor`: as `train` passes it."""
     hp = Hyperparameters.from_dict(
         {
             "enc0_network": network,
@@ -79,7 +85,7 @@ def trainer_epochs(network: str, dataset: PairDataset, vocab: int, max_len: int)
             "epochs": 1,
         }
     )
-    trainer = Trainer(Object2VecModel(hp), hp, torch.device("cpu"), "bench", StopSignal())
+    trainer = Trainer(Object2VecModel(hp), hp, torch.device("cpu"), "bench", StopSignal(), governor=governor)
 
     def epoch() -> float:
         start = time.perf_counter()

@@ -12,7 +12,7 @@ worker); put your own proxy in front of this one when clients are not trusted.
 
 import os
 
-from object2vec.serving.server import THREADS_ENV, gunicorn_options
+from object2vec.serving.server import MOST_THREADS_ENV, THREADS_ENV, gunicorn_options
 from object2vec.serving.settings import ServerSettings
 from object2vec.threads import configure_threads, free_cores
 
@@ -20,6 +20,7 @@ configure_threads()  # as `serve` does: the OpenMP wait policy, before a worker 
 _settings = ServerSettings.from_env(free=free_cores())
 # As `serve` does: the workers read their torch thread count from the environment.
 os.environ.setdefault(THREADS_ENV, str(_settings.threads_per_worker))
+os.environ.setdefault(MOST_THREADS_ENV, str(_settings.most_threads_per_worker))
 os.environ.setdefault("OMP_NUM_THREADS", str(_settings.threads_per_worker))
 
 # gunicorn reads every module-level name that is one of its settings.

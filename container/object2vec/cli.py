@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("object2vec.prepare.cli:prepare_main", "turn raw data into channel files (prepare --help)"),
     "index": ("object2vec.retrieval.cli:index_main", "build a model's retrieval index from candidates (index --help)"),
 }
+GOVERNED_COMMANDS = ("train", "serve")  # they re-count their torch threads as load changes (threads.py)
 FAILURE_REASON_LIMIT = 1024  # DescribeTrainingJob shows the first 1024 characters
 
 
@@ -49,7 +50,8 @@ def usage() -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    configure_threads()  # OpenMP reads its wait policy once, when torch loads: before any import of torch
+    # OpenMP reads its wait policy once, when torch loads: before any import of torch.
+    configure_threads(governed=bool(argv) and argv[0] in GOVERNED_COMMANDS)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2

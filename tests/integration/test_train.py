@@ -53,6 +53,8 @@ def test_train_writes_model_metrics_and_success(tmp_path: Path) -> None:
     assert re.search(r"#quality_metric: host=algo-1, test accuracy <score>=\d", log)
     assert re.search(r"#progress_metric: host=algo-1, completed \d+ % of epochs", log)
     assert re.search(r"#throughput_metric: host=algo-1, train throughput=[\d.]+ records/second", log)
+    if len(os.sched_getaffinity(0)) > 1 and not os.environ.get("OBJECT2VEC_THREADS"):  # threads.ThreadGovernor
+        assert re.search(r"Training on cpu with \d+ CPU thread\(s\) \(.*re-counted every 0.5 s, at most \d+\)", log)
     # The best validation epoch is the saved one, and it learned something on the sample.
     validation = [float(v) for v in re.findall(r"validation accuracy <score>=(\S+)", log)]
     losses = [float(v) for v in re.findall(r"validation cross_entropy <loss>=(\S+)", log)]

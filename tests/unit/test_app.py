@@ -288,6 +288,7 @@ def test_serving_config_bounds() -> None:
 def test_server_workers_and_threads(env: dict[str, str], cores: int, workers: int, threads: int) -> None:
     settings = ServerSettings.from_env(env, cores=cores)
     assert (settings.workers, settings.threads_per_worker) == (workers, threads)
+    assert settings.most_threads_per_worker == max(1, cores // workers)  # a worker's governor goes up to it
     assert settings.workers * settings.threads_per_worker <= max(cores, settings.workers)
 
 

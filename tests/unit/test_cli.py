@@ -108,6 +108,19 @@ def test_dispatch_passes_the_remaining_arguments(monkeypatch: pytest.MonkeyPatch
     assert calls == [["--a", "b"]]
 
 
+@pytest.mark.parametrize(
+    ("command", "governed"), [("train", True), ("serve", True), ("prepare", False), ("index", False)]
+)
+def test_threads_spin_only_in_programs_that_re_count_them(
+    monkeypatch: pytest.MonkeyPatch, command: str, governed: bool
+) -> None:
+    seen: list[bool] = []
+    monkeypatch.setattr(cli, "configure_threads", lambda governed: seen.append(governed))
+    monkeypatch.setattr(cli, "_command_function", lambda target: lambda argv: 0)
+    assert cli.main([command]) == 0
+    assert seen == [governed]  # threads.configure_threads: spin where a ThreadGovernor runs, else PASSIVE
+
+
 def end_without_exiting(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """exit_ ends the process with os._exit after the atexit functions: raise instead (and keep
     pytest's own atexit functions for pytest); returns the calls made."""

@@ -264,3 +264,25 @@ def test_any_instances_answer_one_row_each_or_a_4xx(
         return
     assert len(result) == len(instances)
     assert np.isfinite(result.values).all()
+
+
+class CountingGovernor:
+    """Stands in for threads.ThreadGovernor: counts the ticks."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+
+def test_each_forward_ticks_the_thread_governor(softmax: Predictor) -> None:
+    governor = CountingGovernor()
+    softmax.governor = governor  # type: ignore[assignment]
+    try:
+        softmax.predict([{"in0": [1, 2], "in1": [3]}])
+        assert governor.ticks == 1
+        softmax.predict([{"in0": [1, 2]}])  # an embedding request
+        assert governor.ticks == 2
+    finally:
+        softmax.governor = None

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from object2vec.errors import ClientError, RequestError
+from object2vec.retrieval import retriever as retriever_module
 from object2vec.retrieval.cli import run as run_index
 from object2vec.retrieval.index_file import INDEX_FILE
 from object2vec.retrieval.protocol import RetrievalParams
@@ -219,3 +220,20 @@ def test_a_damaged_faiss_section_is_refused_before_faiss_reads_it(retrieval_mode
     (model_dir / INDEX_FILE).write_bytes(bytes(data))
     with pytest.raises(ClientError, match="with 1000000000 vectors"):
         Retriever.load(model_dir, Predictor.load(model_dir, device="cpu"))
+
+
+def test_faiss_follows_the_thread_governor(retrieval_model_dir, monkeypatch: pytest.MonkeyPatch) -> None:
+    model_dir = retrieval_model_dir(seed=2, enc0_vocab_size=500)
+    retriever = indexed(model_dir, [{"id": f"s{i}", "in1": [i, (i * 7 + 1) % 500]} for i in range(200)])
+    set_to: list[int] = []
+    monkeypatch.setattr(retriever_module.faiss, "omp_set_num_threads", set_to.append)
+
+    class Governor:  # threads.ThreadGovernor as a worker has it, after re-counting down to 1
+        threads = 1
+
+        def tick(self) -> None:
+            pass
+
+    retriever.predictor.governor = Governor()  # type: ignore[assignment]
+    retriever.neighbors([{"in0": [1, 2]}], RetrievalParams(top_k=3))
+    assert set_to == [1]

@@ -87,3 +87,16 @@ def test_a_model_that_cannot_be_served_ends_the_worker_without_a_traceback(
         server.load_wsgi_app()
     assert exit_.value.code == server.APP_LOAD_ERROR  # gunicorn: "App failed to load", no restart loop
     assert "The model cannot be served: model.safetensors does not match" in caplog.text
+
+
+def test_a_worker_governs_its_threads_only_when_it_may_use_several_cores_and_the_user_set_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OBJECT2VEC_THREADS", raising=False)
+    monkeypatch.setenv(server.MOST_THREADS_ENV, "1")
+    assert server.worker_governor() is None  # one core per worker: nothing to re-count
+    monkeypatch.setenv(server.MOST_THREADS_ENV, "2")
+    governor = server.worker_governor()
+    assert governor is not None and governor.most == 2
+    monkeypatch.setenv("OBJECT2VEC_THREADS", "2")
+    assert server.worker_governor() is None  # the user's count is kept as given

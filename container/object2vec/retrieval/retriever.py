@@ -142,6 +142,8 @@ class Retriever:
         own_ids = self._own_ids(instances) if params.exclude_self else None
         depth = top_n + (1 if params.exclude_self else 0)
         encodings = self.predictor.predict(instances, max_seqlens, check_booleans).values  # (B, d)
+        if self.predictor.governor is not None:  # faiss's own OpenMP pool follows the re-counted threads
+            faiss.omp_set_num_threads(self.predictor.governor.threads)
         rows_out: list[np.ndarray] = []
         scores_out: list[np.ndarray] = []
         chunk = max(1, SEARCH_FLOATS // (min(depth, self.count) * self.plan.stored_dim))

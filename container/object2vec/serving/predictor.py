@@ -30,6 +30,7 @@ from object2vec.model.object2vec import Object2VecModel
 from object2vec.record_format import INPUT_KEYS, vocab_error
 from object2vec.serving.codec import Prediction
 from object2vec.serving.settings import DEFAULT_MAX_INSTANCES
+from object2vec.threads import ThreadGovernor
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Predictor:
         self.hp = hyperparameters
         self.device = torch.device(device)
         self.max_instances = max_instances
+        self.governor: ThreadGovernor | None = None  # re-sizes torch's CPU threads (serving.server.worker_governor)
         # Per-token cost of each encoder in a forward: the embedding width unless the encoder
         # pools without materialising (B, L, D) (pooled_embedding uses embedding_bag), or what the
         # encoder says (a transformer: its feed-forward width and attention rows).
@@ -252,6 +254,8 @@ class Predictor:
 
     def _forward_pairs(self, in0: TokenSequences, in1: TokenSequences) -> np.ndarray:
         out = torch.empty((len(in0), self.hp.output_dim), dtype=torch.float32)
+        if self.governor is not None:
+            self.governor.tick()
         with torch.inference_mode():
             for index in self._chunks([in0.lengths, in1.lengths], list(self.token_cost)):
                 sides = [
@@ -264,6 +268,8 @@ class Predictor:
 
     def _forward_single(self, side: int, sequences: TokenSequences) -> np.ndarray:
         out = torch.empty((len(sequences), self.hp.enc_dim), dtype=torch.float32)
+        if self.governor is not None:
+            self.governor.tick()
         with torch.inference_mode():
             for index in self._chunks([sequences.lengths], [self.token_cost[side]]):
                 tokens = Tokens.gather(sequences, index).with_layout(self.model.layouts[side])

@@ -44,12 +44,13 @@ from typing import Any
 from object2vec.errors import Object2VecError
 from object2vec.serving.settings import ServerSettings
 from object2vec.startup import STOP_SIGNALS, unblock_stop_signals
-from object2vec.threads import free_cores
+from object2vec.threads import ThreadGovernor, free_cores
 
 logger = logging.getLogger(__name__)
 
 WSGI_MODULE = "object2vec.serving.wsgi"
 THREADS_ENV = "OBJECT2VEC_TORCH_THREADS"  # set by serve for the workers
+MOST_THREADS_ENV = "OBJECT2VEC_TORCH_THREADS_MOST"  # set by serve: the most a worker's governor may use
 APP_LOAD_ERROR = 4  # gunicorn's exit code for "App failed to load" (Arbiter.APP_LOAD_ERROR)
 WORKER_BOOT_ERROR = 3  # gunicorn's exit code for "Worker failed to boot"
 EXIT_FAILED = 1
@@ -103,6 +104,16 @@ def post_fork(server: Any, worker: Any) -> None:
         pass
 
 
+def worker_governor() -> ThreadGovernor | None:
+    """In a worker: the governor of its torch threads (as training has), where the worker may use
+    more than one core and the user did not set OBJECT2VEC_THREADS; the predictor ticks it."""
+    try:
+        most = int(os.environ.get(MOST_THREADS_ENV) or 1)
+    except ValueError:
+        most = 1
+    return ThreadGovernor.start(most)
+
+
 def load_wsgi_app() -> Callable[..., Any]:
     """Import the WSGI seam, which loads the model; runs in each worker. A model that cannot be
     served is said once, without a traceback, and stops gunicorn ("App failed to load")."""
@@ -150,6 +161,7 @@ def serve_main(argv: Sequence[str]) -> int:
     settings = ServerSettings.from_env(free=free_cores())  # threads per worker: as training sizes them
     config = ServingConfig.from_env(workers=settings.workers)
     os.environ[THREADS_ENV] = str(settings.threads_per_worker)
+    os.environ[MOST_THREADS_ENV] = str(settings.most_threads_per_worker)
     # Also bounds OpenMP/MKL pools created before post_fork runs (inherited by the workers).
     os.environ.setdefault("OMP_NUM_THREADS", str(settings.threads_per_worker))
     nginx = find_nginx()

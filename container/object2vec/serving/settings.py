@@ -111,9 +111,10 @@ class ServerSettings:
 
     port: int
     workers: int
-    threads_per_worker: int  # torch intra-op threads: workers * threads <= cores
+    threads_per_worker: int  # torch intra-op threads at start: workers * threads <= cores
     timeout_s: int  # a request (or a worker's model load) running longer is killed
     graceful_timeout_s: int
+    most_threads_per_worker: int = 1  # what a worker's ThreadGovernor may go up to: cores // workers
 
     @classmethod
     def from_env(
@@ -131,6 +132,7 @@ class ServerSettings:
             threads_per_worker=thread_count(max(1, cores // workers), env, None if free is None else free / workers),
             timeout_s=timeout,
             graceful_timeout_s=min(GRACEFUL_TIMEOUT_S, timeout),
+            most_threads_per_worker=max(1, cores // workers),
         )
 
 

@@ -23,7 +23,7 @@ from object2vec.model.object2vec import Object2VecModel
 from object2vec.retrieval.candidates import CHANNEL as CANDIDATES
 from object2vec.retrieval.candidates import CandidateBlock, read_catalogue
 from object2vec.retrieval.index_file import INDEX_FILE
-from object2vec.threads import describe_wait_policy, free_cores, thread_count
+from object2vec.threads import ADJUST_SECONDS, ThreadGovernor, describe_wait_policy, free_cores, thread_count
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
 from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import log_quality
@@ -72,12 +72,17 @@ def train_with(
     env: TrainingEnvironment, stop: StopSignal, hp: Hyperparameters, dist: Distributed, started: float
 ) -> None:
     device = dist.device
-    idle = ""
+    idle, governor = "", None
     if device.type == "cpu":
         free = free_cores()  # shared by this host's processes, like its cores
         share = None if free is None else free / dist.local_size
-        torch.set_num_threads(thread_count(max(env.num_cpus // dist.local_size, 1), free=share))
-        idle = f" ({free:.1f} of {env.num_cpus} cores idle at start)" if free is not None else ""
+        most = max(env.num_cpus // dist.local_size, 1)
+        torch.set_num_threads(thread_count(most, free=share))
+        governor = ThreadGovernor.start(most)  # follows the idle cores as other work comes and goes
+        parts = [f"{free:.1f} of {env.num_cpus} cores idle at start"] if free is not None else []
+        if governor is not None:
+            parts.append(f"re-counted every {ADJUST_SECONDS:g} s, at most {most}")
+        idle = f" ({'; '.join(parts)})" if parts else ""
     logger.info(
         "Training on %s with %d CPU thread(s)%s, %s", device, torch.get_num_threads(), idle, describe_wait_policy()
     )
@@ -101,7 +106,9 @@ def train_with(
         logger.info("%s", describe_negative_sampling(hp.negative_sampling_rate, hp.is_classification, hp.num_classes))
     store = CheckpointStore(env.checkpoint_dir, env.current_host) if env.checkpoint_dir.is_dir() else None
     checkpointer = Checkpointer(store, dist, hp.to_dict())
-    trainer = Trainer(model, hp, device, env.current_host, stop, dist, checkpointer, env.channels["train"].distribution)
+    trainer = Trainer(
+        model, hp, device, env.current_host, stop, dist, checkpointer, env.channels["train"].distribution, governor
+    )
     clock["model"] = time.perf_counter()
     with stop.deferred():
         result = trainer.fit(train, validation, trainer.restore())

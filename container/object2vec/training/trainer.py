@@ -23,6 +23,7 @@ from object2vec.data.records import PairDataset
 from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.threads import ThreadGovernor
 from object2vec.training.checkpoint import Checkpointer, Position
 from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
@@ -74,6 +75,7 @@ class Trainer:
         dist: Distributed | None = None,  # several processes: see training/distributed.py and sharding.py
         checkpointer: Checkpointer | None = None,
         train_distribution: str = FULLY_REPLICATED,  # the train channel's S3DistributionType
+        governor: ThreadGovernor | None = None,  # re-sizes torch's CPU threads to the idle cores
     ) -> None:
         self.model = model
         self.dist = dist or Distributed.single(device)
@@ -84,6 +86,7 @@ class Trainer:
         self.stopped_at = 0  # steps done in the epoch a stop cut short
         self.partial: tuple[int, dict[str, torch.Tensor]] | None = None  # its train metric sums
         self.epoch_start_generators: dict[str, torch.Tensor] = {}
+        self.governor = governor
         self.hp = hp
         self.device = device
         self.host = host
@@ -168,8 +171,10 @@ class Trainer:
             self.stop,
             skip,
         )
-        layouts = model.layouts
+        layouts, governor = model.layouts, self.governor
         for batch in stream:
+            if governor is not None:
+                governor.tick()  # cheap: a clock read, and /proc/stat every ADJUST_SECONDS
             batch = batch.with_layouts(layouts).to(self.device)  # an encoder's packing, made once per batch
             outputs = self.net(batch.in0, batch.in1)
             loss = compute_loss(outputs, batch.labels, hp.is_classification)
@@ -196,6 +201,8 @@ class Trainer:
         layouts = self.model.layouts
         # Bucketed by length: the metrics are sums, and similar lengths keep packed steps few.
         for batch in length_sorted_batches(dataset, batch_size):
+            if self.governor is not None:
+                self.governor.tick()
             batch = batch.with_layouts(layouts).to(self.device)
             accumulator.add(self.model(batch.in0, batch.in1), batch.labels)
         self.dist.all_reduce_(accumulator)  # each process scored its shard
