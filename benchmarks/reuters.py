@@ -7,8 +7,10 @@ documents is held out as the validation split: it decides our early stopping and
 fastText, the micro-F1 decision rule (a probability threshold, and whether the top label is always
 predicted). The test split is used once, for the reported numbers.
 
-Ours: `prepare multilabel` -> (document, label) pairs (every true label positive, sampled negatives)
-and the test candidate file -> `train` -> the predictor scores every (document, label) pair.
+Ours: `prepare multilabel` -> (document, label) pairs (every true label, positives only) and the
+test candidate file -> `train`, which draws the negatives (labels a document does not have) afresh
+each epoch (negative_sampling_rate) -> the predictor scores every (document, label) pair. Every
+encoder is trained and reported, each with the settings chosen on validation.
 fastText: `fasttext supervised -loss one-vs-all` on the same training documents and tokens, then
 `predict-prob` for every label.
 
@@ -35,14 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data  # noqa: E402
 import common  # noqa: E402
 
-from object2vec.prepare.text import TOKEN_PATTERN  # noqa: E402
+from object2vec.prepare.text import Tokenizer  # noqa: E402
 
-P_AT_1_TARGET = 0.93
+P_AT_1_TARGET = 0.93  # issue 10 asks >= 0.90; the first release's 0.93 is kept (the stricter one)
+MICRO_F1_TARGET = 0.84  # and at least fastText's
 VALIDATION_FRACTION = 0.1
-NEGATIVES_PER_DOC = 60
+ENCODERS = ("pooled_embedding", "hcnn", "bilstm")
 
-OUR_HP = {
-    "enc0_network": "pooled_embedding",
+BASE_HP = {
     "enc0_max_seq_len": 256,
     "enc0_token_embedding_dim": 128,
     "enc1_network": "pooled_embedding",
@@ -56,11 +58,27 @@ OUR_HP = {
     "optimizer": "adam",
     "learning_rate": 0.005,
     "mini_batch_size": 1024,
+    # ~60 negatives per document (1.24 labels per document): drawn by the trainer, fresh each epoch
+    "negative_sampling_rate": 48,
     "epochs": 15,
     "early_stopping_patience": 2,
     "early_stopping_tolerance": 0.0005,
 }
-QUICK_HP = {"epochs": 2, "enc_dim": 16, "enc0_token_embedding_dim": 16, "enc1_token_embedding_dim": 16, "mlp_dim": 16}
+# Settings of each encoder, chosen on validation (see results_notes.md).
+ENCODER_HP: dict[str, dict[str, object]] = {
+    "pooled_embedding": {"enc0_network": "pooled_embedding"},
+    "hcnn": {"enc0_network": "hcnn", "enc0_layers": 2, "enc0_cnn_filter_width": 3},
+    "bilstm": {"enc0_network": "bilstm", "enc0_layers": 1},
+}
+QUICK_HP = {
+    "epochs": 2,
+    "enc_dim": 16,
+    "enc0_token_embedding_dim": 16,
+    "enc1_token_embedding_dim": 16,
+    "mlp_dim": 16,
+    "negative_sampling_rate": 5,
+    "enc0_max_seq_len": 64,
+}
 FASTTEXT_ARGS = ["-loss", "one-vs-all", "-epoch", "25", "-lr", "0.5", "-wordNgrams", "2", "-dim", "100", "-seed", "0"]
 FASTTEXT_QUICK = ["-epoch", "5", "-bucket", "100000"]  # the smoke test: a small hash table initialises fast
 
@@ -107,7 +125,7 @@ def read_modapte(source: Path) -> tuple[list[dict], list[dict]]:
 
 
 def tokens(text: str) -> list[str]:
-    return TOKEN_PATTERN.findall(text.lower())
+    return Tokenizer()(text)  # the tokens `prepare` gives our model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,12 +254,55 @@ def truth_matrix(docs: list[dict], labels: list[str]) -> np.ndarray:
     return truth
 
 
+def train_and_score(
+    encoder: str, hp: dict, channels: dict, root: Path, data: Path, num_labels: int, counts: tuple[int, int]
+) -> dict:
+    """Train one encoder; its validation-chosen decision rule and test metrics."""
+    base = common.make_opt_ml(root / f"model-{encoder}", hp, channels)
+    print(f"[reuters] training {encoder} ...", file=sys.stderr, flush=True)
+    run = common.train(base, timeout=3600)
+    predictor = common.load_predictor(run.model_dir)
+    val_docs, val_truth = validation_docs(data / "validation.jsonl", num_labels)
+    test_docs, test_truth = candidate_docs(data / "test_candidates.jsonl", num_labels)
+    if (len(val_docs), len(test_docs)) != counts:
+        sys.exit(f"prepare kept {len(val_docs)}/{len(test_docs)} of {counts[0]}/{counts[1]} documents")
+    with common.timer() as t_predict:
+        val_scores = score_pairs(predictor, val_docs, num_labels)
+        test_scores = score_pairs(predictor, test_docs, num_labels)
+    threshold, force_top, val_f1 = choose_rule(val_scores, val_truth)
+    return {
+        "run": run,
+        "test_truth": test_truth,
+        "p_at_1": precision_at_1(test_scores, test_truth),
+        "micro_f1": micro_f1(decide(test_scores, threshold, force_top), test_truth),
+        "rule": {"threshold": threshold, "force_top": force_top, "validation_micro_f1": val_f1},
+        "validation_p_at_1": precision_at_1(val_scores, val_truth),
+        "predict_seconds": t_predict[0],
+        "test_docs": len(test_docs),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.common_arguments(parser)
     parser.add_argument("--slice", type=int, default=300, help="train documents kept in --quick mode (default 300)")
     parser.add_argument("--source", type=Path, help="the .sgm folder (default: found by bench_data.py)")
+    parser.add_argument(
+        "--encoders",
+        default=",".join(ENCODERS),
+        help=f"comma-separated encoders to train (default {','.join(ENCODERS)})",
+    )
+    parser.add_argument(
+        "--hp",
+        type=json.loads,
+        default={},
+        help="JSON object of settings over the chosen ones, e.g. '{\"negative_sampling_rate\": 89}' (noted in rows)",
+    )
     args = parser.parse_args()
+    encoders = [name for name in args.encoders.split(",") if name]
+    unknown = sorted(set(encoders) - set(ENCODERS))
+    if unknown:
+        sys.exit(f"--encoders: unknown {', '.join(unknown)}; choose from {', '.join(ENCODERS)}")
     args.source = args.source or bench_data.require("reuters", download=args.download)
     cpus = common.use_cpus(args.cpus)
     root = common.work_dir(args.work_dir, "reuters")
@@ -265,75 +326,77 @@ def main() -> None:
     report = common.prepare(
         "multilabel",
         *("--train", raw / "train.jsonl", "--validation", raw / "validation.jsonl", "--test", raw / "test.jsonl"),
-        *("--label-vocab", raw / "label_vocab.json", "--negatives-per-doc", NEGATIVES_PER_DOC, "--seed", "0"),
+        *("--label-vocab", raw / "label_vocab.json", "--seed", "0"),
         *("--candidates", "test_candidates.jsonl", "--output-dir", data, "--overwrite"),
     )
-    hp = {**report["hyperparameters"], **OUR_HP, **(QUICK_HP if args.quick else {})}
-    hp["enc1_vocab_size"] = len(labels)
-    base = common.make_opt_ml(
-        root / "model", hp, {"train": [data / "train.jsonl"], "validation": [data / "validation.jsonl"]}
-    )
-    print(f"[reuters] training on {report['outputs']} ...", file=sys.stderr, flush=True)
-    run = common.train(base)
-    predictor = common.load_predictor(run.model_dir)
-    val_docs, val_truth = validation_docs(data / "validation.jsonl", len(labels))
-    test_docs, test_truth = candidate_docs(data / "test_candidates.jsonl", len(labels))
-    if (len(val_docs), len(test_docs)) != (len(validation), len(test)):
-        sys.exit(f"prepare kept {len(val_docs)}/{len(test_docs)} of {len(validation)}/{len(test)} documents")
-    with common.timer() as t_predict:
-        val_scores = score_pairs(predictor, val_docs, len(labels))
-        test_scores = score_pairs(predictor, test_docs, len(labels))
-    threshold, force_top, val_f1 = choose_rule(val_scores, val_truth)
-    ours = {
-        "p_at_1": precision_at_1(test_scores, test_truth),
-        "micro_f1": micro_f1(decide(test_scores, threshold, force_top), test_truth),
-        "rule": {"threshold": threshold, "force_top": force_top, "validation_micro_f1": val_f1},
-    }
-    peer = None if args.no_peer else run_fasttext(train, validation, test, labels, root, cpus, args.quick)
-    note = "skipped" if args.no_peer else common.NOT_INSTALLED
-    details = {
+    channels = {"train": [data / "train.jsonl"], "validation": [data / "validation.jsonl"]}
+    details: dict = {
         "documents": {"train": len(train), "validation": len(validation), "test": len(test)},
         "labels": len(labels),
         "pairs": report["outputs"],
-        "ours": ours,
-        "predict_seconds": t_predict[0],
+        "train_file_mb": round((data / "train.jsonl").stat().st_size / 1e6, 1),
         "cpus": cpus,
         "load_before": load,
+        "ours": {},
     }
-    p1 = common.Row(
-        "Reuters ModApte (90 cat.) Precision@1",
-        "test P@1",
-        ours["p_at_1"],
-        run.seconds,
-        "fastText one-vs-all",
-        target=f">= {P_AT_1_TARGET}",
-        notes=f"{len(test_docs)} test docs x {len(labels)} labels scored in {t_predict[0]:.1f} s",
-    )
-    p1.met, p1.missed_by = common.judge_at_least(ours["p_at_1"], P_AT_1_TARGET)
-    f1 = common.Row(
-        "Reuters ModApte (90 cat.) micro-F1",
-        "test micro-F1",
-        ours["micro_f1"],
-        run.seconds,
-        "fastText one-vs-all",
-        target=">= fastText's",
-        notes=f"rule from validation: p >= {threshold:.2f}{' or top-1' if force_top else ''}",
-    )
-    if peer is None:
-        p1.peer_note = f1.peer_note = note
-    else:
-        rule = choose_rule(peer["validation"], truth_matrix(validation, labels))
-        peer_p1 = precision_at_1(peer["test"], test_truth)
-        peer_f1 = micro_f1(decide(peer["test"], rule[0], rule[1]), test_truth)
-        p1.peer_value, p1.peer_seconds = peer_p1, peer["seconds"]
-        f1.peer_value, f1.peer_seconds = peer_f1, peer["seconds"]
-        f1.met, f1.missed_by = common.judge_at_least(ours["micro_f1"], peer_f1)
-        details["fasttext"] = {"command": peer["command"], "rule": rule, "p_at_1": peer_p1, "micro_f1": peer_f1}
+    peer = None if args.no_peer else run_fasttext(train, validation, test, labels, root, cpus, args.quick)
+    note = "skipped" if args.no_peer else common.NOT_INSTALLED
+    peer_metrics = None
+    rows, curves = [], {}
+    for encoder in encoders:
+        hp = {**report["hyperparameters"], **BASE_HP, **ENCODER_HP[encoder], **(QUICK_HP if args.quick else {})}
+        hp.update(args.hp)
+        hp["enc1_vocab_size"] = len(labels)
+        ours = train_and_score(encoder, hp, channels, root, data, len(labels), (len(validation), len(test)))
+        run = ours.pop("run")
+        test_truth = ours.pop("test_truth")
+        ours.update({"hyperparameters": hp, "seconds": run.seconds, "best_epoch": run.best_epoch()})
+        details["ours"][encoder] = ours
+        rule = ours["rule"]
+        p1 = common.Row(
+            f"Reuters ModApte (90 cat.) Precision@1, {encoder}",
+            "test P@1",
+            ours["p_at_1"],
+            run.seconds,
+            "fastText one-vs-all",
+            target=f">= {P_AT_1_TARGET}",
+            notes=f"{ours['test_docs']} test docs x {len(labels)} labels scored in {ours['predict_seconds']:.1f} s"
+            + (f"; settings {json.dumps(args.hp)}" if args.hp else ""),
+        )
+        p1.met, p1.missed_by = common.judge_at_least(ours["p_at_1"], P_AT_1_TARGET)
+        f1 = common.Row(
+            f"Reuters ModApte (90 cat.) micro-F1, {encoder}",
+            "test micro-F1",
+            ours["micro_f1"],
+            run.seconds,
+            "fastText one-vs-all",
+            target=f">= {MICRO_F1_TARGET} and >= fastText's",
+            notes=f"rule from validation: p >= {rule['threshold']:.2f}{' or top-1' if rule['force_top'] else ''}",
+        )
+        f1_target = MICRO_F1_TARGET
+        if peer is None:
+            p1.peer_note = f1.peer_note = note
+        else:
+            if peer_metrics is None:
+                peer_rule = choose_rule(peer["validation"], truth_matrix(validation, labels))
+                peer_metrics = {
+                    "command": peer["command"],
+                    "rule": peer_rule,
+                    "p_at_1": precision_at_1(peer["test"], test_truth),
+                    "micro_f1": micro_f1(decide(peer["test"], peer_rule[0], peer_rule[1]), test_truth),
+                }
+                details["fasttext"] = peer_metrics
+            p1.peer_value, p1.peer_seconds = peer_metrics["p_at_1"], peer["seconds"]
+            f1.peer_value, f1.peer_seconds = peer_metrics["micro_f1"], peer["seconds"]
+            f1_target = max(MICRO_F1_TARGET, peer_metrics["micro_f1"])
+        f1.met, f1.missed_by = common.judge_at_least(ours["micro_f1"], f1_target)
+        rows += [p1, f1]
+        curves[f"Reuters {encoder}"] = run.curves()
     details["load_after"] = common.machine_load()
     common.Report(
         "reuters",
-        [p1, f1],
-        curves={"Reuters": run.curves()},
+        rows,
+        curves=curves,
         command=common.command_line("reuters.py"),
         details=details,
     ).write(args.json_out)

@@ -1,4 +1,4 @@
-"""Run every quality benchmark (movielens, reuters, sts) one after the other and write
+"""Run every quality benchmark (movielens, reuters, sts, unlabelled) one after the other and write
 benchmarks/RESULTS.md: the table, the commands that reproduce it, the machine load, and PNG plots
 (learning curves from the #quality_metric lines, the ML-100k movie map).
 
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("movielens", "reuters", "sts", "sts_transformer")
+BENCHMARKS = ("movielens", "reuters", "sts", "sts_transformer", "unlabelled")
 TRANSFORMER_COLUMN_NOTE = (
     "The transformer column: the same use case with a pretrained transformer encoder "
     "(`encX_network=transformer`, all-MiniLM-L6-v2 fine-tuned; see the transformer section below). It applies "

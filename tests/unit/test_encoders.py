@@ -1,16 +1,17 @@
 """Each encoder: shape, batch invariance, order behaviour, empty sequences, gradients, and the same
-maths as the padded formulation the encoders had before flat batches (values and gradients)."""
+maths as the padded formulation the encoders had before flat batches (values and gradients);
+AttentionPool: starts as the mean, weights by score, pools an empty sequence to zeros."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from object2vec.config import EncoderConfig
 from object2vec.data.batching import Tokens
-from object2vec.model.encoders import ENCODERS, build_encoder, length_mask
+from object2vec.model.encoders import ENCODERS, AttentionPool, build_encoder, length_mask
 
 # torch warns that an even filter width with padding="same" costs a padded copy: the padded
 # reference below calls the convolutions that way on purpose.
@@ -49,10 +50,18 @@ def make_encoder(network: str, layers: int, width: int, dropout: float = 0.0, se
     return encoder.eval()
 
 
+def padded_attention(pool: AttentionPool, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """AttentionPool on a padded batch: features (B, L, D), mask (B, L) -> (B, D)."""
+    scores = pool.score(features).squeeze(2).masked_fill(~mask, torch.finfo(features.dtype).min)  # (B, L)
+    weights = torch.softmax(scores, dim=1) * mask  # (B, L)
+    return torch.bmm(weights.unsqueeze(1), features).squeeze(1)
+
+
 def padded_reference(encoder: nn.Module, seqs: list[list[int]]) -> torch.Tensor:
     """The encoder's maths on a zero-padded (B, L) batch, as the encoders computed it before flat
-    batches: masked mean, conv1d on the masked padded batch with a masked amax, nn.LSTM over
-    pack_padded_sequence."""
+    batches: masked mean; layer norm, conv1d on the masked padded batch and a masked attention pool
+    of every level; layer norm, nn.LSTM over pack_padded_sequence and a masked attention pool of
+    each token's vector and states."""
     tokens = Tokens.from_lists(seqs)
     ids, lengths = tokens.padded_ids(), tokens.lengths
     mask = length_mask(lengths, ids.shape[1])  # (B, L)
@@ -60,18 +69,28 @@ def padded_reference(encoder: nn.Module, seqs: list[list[int]]) -> torch.Tensor:
     if isinstance(encoder, ENCODERS["pooled_embedding"]):
         pooled = (x * mask[:, :, None]).sum(1) / lengths.clamp(min=1)[:, None]
         return encoder.project(pooled)
+    x = encoder.norm(x)
     if isinstance(encoder, ENCODERS["hcnn"]):
         x, mask3 = x.transpose(1, 2), mask[:, None, :]  # (B, D, L), (B, 1, L)
         levels = []
-        for conv in encoder.convs:
+        for conv, pool in zip(encoder.convs, encoder.pools, strict=True):
             x = torch.relu(conv(x * mask3)) + x
-            levels.append(x.masked_fill(~mask3, float("-inf")).amax(dim=2))
-        features = torch.cat(levels, dim=1).masked_fill(lengths[:, None] == 0, 0.0)
-        return encoder.project(features)
+            levels.append(padded_attention(pool, x.transpose(1, 2), mask))
+        return encoder.project(torch.cat(levels, dim=1))
     packed = pack_padded_sequence(x, lengths.clamp(min=1), batch_first=True, enforce_sorted=False)
-    _, (hidden, _) = encoder.lstm(packed)
-    final = torch.cat([hidden[-2], hidden[-1]], dim=1) * (lengths > 0)[:, None]
-    return encoder.project(final)
+    states, _ = pad_packed_sequence(encoder.lstm(packed)[0], batch_first=True, total_length=ids.shape[1])
+    features = torch.cat([x, states], dim=2)  # (B, L, 3D)
+    return encoder.project(padded_attention(encoder.pool, features, mask))
+
+
+def scored(encoder: nn.Module) -> nn.Module:
+    """The encoder with random attention scores (they start at zero: the plain mean)."""
+    generator = torch.Generator().manual_seed(7)
+    for module in encoder.modules():
+        if isinstance(module, AttentionPool):
+            with torch.no_grad():
+                module.score.weight.copy_(torch.randn(module.score.weight.shape, generator=generator))
+    return encoder
 
 
 def test_registry_names_the_three_networks() -> None:
@@ -102,7 +121,7 @@ def test_same_values_and_gradients_as_the_padded_formulation(
     network: str, layers: int, width: int, seqs: list[list[int]]
 ) -> None:
     # One id per sequence (users, items) takes a shorter path in pooled_embedding: same result.
-    encoder = make_encoder(network, layers, width).train()
+    encoder = scored(make_encoder(network, layers, width).train())
     weight = torch.randn(len(seqs), ENC_DIM, generator=torch.Generator().manual_seed(5))
     out = encoder(Tokens.from_lists(seqs))
     (out * weight).sum().backward()
@@ -119,7 +138,7 @@ def test_same_values_and_gradients_as_the_padded_formulation(
 
 @pytest.mark.parametrize(("network", "layers", "width"), CASES, ids=IDS)
 def test_a_sequence_encodes_the_same_alone_or_in_any_batch(network: str, layers: int, width: int) -> None:
-    encoder = make_encoder(network, layers, width)
+    encoder = scored(make_encoder(network, layers, width))
     with torch.no_grad():
         batch = encoder(Tokens.from_lists(SEQS))
         alone = torch.cat([encoder(Tokens.from_lists([seq])) for seq in SEQS])
@@ -187,3 +206,34 @@ def test_eval_mode_is_deterministic_with_dropout(network: str, layers: int, widt
         # The same encoder in training mode drops units, so the comparison above can fail.
         encoder.train()
         assert not torch.equal(encoder(tokens), encoder(tokens))
+
+
+def test_attention_pool_starts_as_the_mean_and_weights_by_score() -> None:
+    features = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0], [7.0, 1.0]])  # (T, D)
+    rows = torch.tensor([0, 0, 2, 2])  # sequence 1 is empty
+    pool = AttentionPool(2)
+    torch.testing.assert_close(pool(features, rows, 3), torch.tensor([[2.0, 1.0], [0.0, 0.0], [6.0, 2.5]]))
+    with torch.no_grad():
+        pool.score.weight.copy_(torch.tensor([[0.0, 1.0]]))  # weights exp(feature 1) within a sequence
+    out = pool(features, rows, 3)
+    first = torch.softmax(torch.tensor([0.0, 2.0]), 0)
+    torch.testing.assert_close(out[0], first @ features[:2])
+    torch.testing.assert_close(out[1], torch.zeros(2))
+    # Large scores stay finite (each sequence's softmax is shifted by its own maximum).
+    with torch.no_grad():
+        pool.score.weight.mul_(1000.0)
+    assert torch.isfinite(pool(features, rows, 3)).all()
+
+
+@pytest.mark.parametrize("seqs", [SEQS, [[3, 1], [4]], [[], []]], ids=["with-empty", "no-empty", "only-empty"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_cudnn_path_gives_the_states_of_the_scan(layers: int, seqs: list[list[int]]) -> None:
+    # On a GPU bilstm runs nn.LSTM on packed sequences (cuDNN); nn.LSTM runs them on the CPU too,
+    # so its path is checked here against the hand-written scan: same states in the same order.
+    encoder = make_encoder("bilstm", layers, 3)
+    tokens = Tokens.from_lists(seqs)
+    x = encoder.embedding(tokens.ids.index_select(0, tokens.packed().order))  # (T, D) slot order
+    torch.testing.assert_close(encoder._cudnn(tokens, x), encoder._scan(tokens, x))
+    encoder.train()
+    encoder._cudnn(tokens, x).sum().backward()
+    assert all(p.grad is not None for p in encoder.lstm.parameters())

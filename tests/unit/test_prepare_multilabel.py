@@ -65,9 +65,16 @@ def test_training_pairs_hold_every_positive_and_k_negatives(tmp_path: Path, caps
         assert len(negatives) == 2 and len(set(negatives)) == 2 and not set(negatives) & truth
 
 
+def test_by_default_positives_only_and_the_trainer_samples(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    report = prepare(capsys, "--train", DOCS, "--output-dir", tmp_path)
+    assert report["hyperparameters"]["negative_sampling_rate"] == 5
+    pairs = records(tmp_path / "train.jsonl")
+    assert {r["label"] for r in pairs} == {1} and len(pairs) == sum(map(len, true_labels()))
+
+
 def test_negatives_are_seeded(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for name, seed in (("a", 0), ("b", 0), ("c", 5)):
-        prepare(capsys, "--train", DOCS, "--seed", seed, "--output-dir", tmp_path / name)
+        prepare(capsys, "--train", DOCS, "--seed", seed, "--negatives-per-doc", 2, "--output-dir", tmp_path / name)
     text = {name: (tmp_path / name / "train.jsonl").read_text() for name in "abc"}
     assert text["a"] == text["b"] != text["c"]
 

@@ -33,6 +33,19 @@ def records(path: Path) -> list[dict[str, Any]]:
         ('He said "stop." Then left.', ['He said "stop."', "Then left."]),
         ("Pi is 3.14 today.  Yes.", ["Pi is 3.14 today.", "Yes."]),
         ("", []),
+        ("one. two. three", ["one.", "two.", "three"]),  # lowercase text still splits after plain words
+        # Abbreviations (9.8% of Reuters training sentences used to end at one):
+        (
+            "The U.S. Treasury said it will sell notes. Mr. Smith of Acme Inc. agreed.",
+            ["The U.S. Treasury said it will sell notes.", "Mr. Smith of Acme Inc. agreed."],
+        ),
+        ("Sales rose in the U.S. The company said so.", ["Sales rose in the U.S.", "The company said so."]),
+        ("It was sold to Acme Corp. It closed Jan. 5.", ["It was sold to Acme Corp.", "It closed Jan. 5."]),
+        ("No. 3 rose. The answer is no. Fine!", ["No. 3 rose.", "The answer is no.", "Fine!"]),
+        ("John F. Kennedy spoke. So did I. The end", ["John F. Kennedy spoke.", "So did I.", "The end"]),
+        ("Dr. (Reuters) Prices rose 3.5 pct. Then?", ["Dr. (Reuters) Prices rose 3.5 pct.", "Then?"]),
+        ("Stocks fell...  At 10 a.m. it rose.", ["Stocks fell...", "At 10 a.m. it rose."]),
+        ("in the u.s. the firm rose.", ["in the u.s.", "the firm rose."]),  # all lowercase: starters decide
     ],
 )
 def test_split_sentences(text: str, sentences: list[str]) -> None:
@@ -66,12 +79,42 @@ def test_paragraph_documents_and_min_sentence_tokens(tmp_path: Path, capsys: pyt
     path = tmp_path / "paragraphs.txt"
     path.write_text("First line of doc one.\nSecond line. Ok.\n\n\nDoc two starts. And ends.\n")
     report = prepare(
-        capsys, "--train", path, "--documents", "paragraph", "--min-sentence-tokens", 3, "--output-dir", tmp_path
+        capsys, "--train", path, "--documents", "paragraph", "--min-sentence-tokens", 2, "--output-dir", tmp_path
     )
     pairs = records(tmp_path / "train.jsonl")
     assert report["outputs"] == {"train.jsonl": 2, "candidates.jsonl": 4}  # "Ok." is dropped; no pair crosses documents
     vocab = json.loads((tmp_path / "vocab.json").read_text())
     assert pairs[1]["in0"] == [vocab[t] for t in "doc two starts .".split()]
+
+
+def test_min_sentence_tokens_counts_known_words_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    train = tmp_path / "train.txt"
+    train.write_text("alpha beta gamma. delta epsilon zeta.\n")
+    test = tmp_path / "test.txt"
+    # Unknown words (<unk>) and punctuation are not "known tokens": "qqq rrr sss." and "alpha, ..."
+    # are dropped; "alpha beta qqq gamma!" has three known words and is kept.
+    test.write_text("alpha beta gamma. qqq rrr sss. alpha , , , !  alpha beta qqq gamma! delta epsilon zeta.\n")
+    prepare(capsys, "--train", train, "--output-dir", tmp_path / "v")
+    prepare(
+        capsys,
+        "--test",
+        test,
+        "--vocab",
+        tmp_path / "v" / "vocab.json",
+        "--min-sentence-tokens",
+        3,
+        "--output-dir",
+        tmp_path / "o",
+    )
+    vocab = json.loads((tmp_path / "v" / "vocab.json").read_text())
+    pairs = records(tmp_path / "o" / "test.jsonl")
+    kept = [pairs[0]["in0"], *(pair["in1"] for pair in pairs)]
+    unk = vocab["<unk>"]
+    assert kept == [
+        [vocab[t] for t in "alpha beta gamma .".split()],
+        [vocab["alpha"], vocab["beta"], unk, vocab["gamma"], unk],  # "!" is not in the vocabulary
+        [vocab[t] for t in "delta epsilon zeta .".split()],
+    ]
 
 
 def test_eval_negatives_come_from_other_documents(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -15,7 +15,21 @@ from object2vec.prepare.text import LengthStats, Tokenizer, Vocab, truncate
 @pytest.mark.parametrize(
     ("lowercase", "text", "tokens"),
     [
-        (True, "A man's flute, isn't it?", ["a", "man's", "flute", ",", "isn't", "it", "?"]),
+        (True, "A man's flute, isn't it?", ["a", "man", "'s", "flute", ",", "is", "n't", "it", "?"]),
+        # Clitics as GloVe splits them; curly apostrophes straightened; inner apostrophes kept.
+        (
+            True,
+            "I can’t, they'd, O'Neill's y'all",
+            ["i", "ca", "n't", ",", "they", "'d", ",", "o'neill", "'s", "y'all"],
+        ),
+        (False, "DON'T Won't", ["DO", "N'T", "Wo", "n't"]),
+        # Acronyms and listed abbreviations keep their period (GloVe has "u.s.", "mr.", "inc.").
+        (
+            True,
+            "The U.S. unit of Acme Inc. hired Mr. Li at 9 a.m.",
+            ["the", "u.s.", "unit", "of", "acme", "inc.", "hired", "mr.", "li", "at", "9", "a.m."],
+        ),
+        (True, "The answer is no. inc.com", ["the", "answer", "is", "no", ".", "inc", ".", "com"]),
         (False, "Hello World!", ["Hello", "World", "!"]),
         (True, '"Quoted" 3.5 km', ['"', "quoted", '"', "3", ".", "5", "km"]),
         (True, "   ", []),

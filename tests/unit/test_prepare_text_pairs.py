@@ -39,7 +39,7 @@ def test_sts_format_matches_golden(tmp_path: Path, capsys: pytest.CaptureFixture
     report = prepare(capsys, "--train", STS, *STS_COLUMNS, "--output-dir", tmp_path)
     assert report["hyperparameters"] == {
         "enc1_network": "enc0",
-        "enc0_vocab_size": 37,
+        "enc0_vocab_size": 38,
         "enc0_max_seq_len": 11,
         "output_layer": "mean_squared_error",
     }

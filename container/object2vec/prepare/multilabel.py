@@ -1,8 +1,10 @@
 """`prepare multilabel`: documents with several labels -> (document tokens, [label id]) pairs.
 
 As in the IMDB-genres notebook: "in0" is the document, "in1" one label id, the label is 1 when the
-document has that label and 0 otherwise. Training files hold every true label and a seeded sample
-of --negatives-per-doc other labels per document. Validation and test files hold, by default,
+document has that label and 0 otherwise. Training files hold every true label of each document;
+the negatives are best left to the trainer (the default: negative_sampling_rate in the report), which
+draws labels the document does not have afresh each epoch and keeps the file small; or
+--negatives-per-doc k writes k seeded negatives per document into the file. Validation and test files hold, by default,
 every label for every document (--eval-negatives all) in document-major, label-id order: with L
 labels, line j is document j // L and label j % L, so scoring that file scores every label for
 every document. --candidates writes the same information once per document, for ranking
@@ -41,6 +43,9 @@ from object2vec.prepare.pretrained_tokenizer import TextTokenizer
 from object2vec.prepare.text import LengthStats, Vocab, truncate
 
 logger = logging.getLogger(__name__)
+
+# Negatives per positive (document, label) record the trainer draws when the file holds positives only.
+NEGATIVE_SAMPLING_RATE = 5
 
 
 def add_parser(subparsers: Any) -> None:
@@ -90,9 +95,11 @@ def add_parser(subparsers: Any) -> None:
     labels.add_argument(
         "--negatives-per-doc",
         type=non_negative_int,
-        default=5,
-        help="negative (label 0) pairs per training document, labels drawn without replacement from those "
-        "the document does not have (default: 5)",
+        default=0,
+        help="negative (label 0) pairs written per training document, labels drawn without replacement from "
+        "those the document does not have (default: 0: the file holds positives only and the report "
+        f"suggests negative_sampling_rate={NEGATIVE_SAMPLING_RATE}, so the trainer draws fresh negatives "
+        "each epoch)",
     )
     labels.add_argument(
         "--eval-negatives",
@@ -143,6 +150,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         if candidate_file:
             counts[str(candidate_file)] = documents[split]
+    hyperparameters = {
+        # labels have their own vocabulary, so enc1 cannot be the default enc1_network=enc0
+        "enc1_network": "pooled_embedding",
+        "enc0_vocab_size": vocab.size,
+        "enc1_vocab_size": num_labels,
+        "enc0_max_seq_len": stats.suggest(args.length_percentile, args.max_seq_len),
+        "enc1_max_seq_len": 1,
+        "output_layer": "softmax",
+        "num_classes": 2,
+        **transformer_hyperparameters(tokenizer, siamese=False),
+    }
+    if not args.negatives_per_doc:  # positives only: the trainer draws the negatives
+        hyperparameters["negative_sampling_rate"] = NEGATIVE_SAMPLING_RATE
     if args.write_candidates:
         labels = sorted(label_vocab.ids.items(), key=lambda item: item[1])
         counts["candidates.jsonl"] = write_candidates(args.output_dir, ((name, [i]) for name, i in labels))
@@ -155,17 +175,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "vocab_file": str(args.output_dir / "vocab.json") if built else str(args.vocab or args.tokenizer),
         "label_vocab_file": str(args.label_vocab or args.output_dir / "label_vocab.json"),
         "longest_document": stats.longest,
-        "hyperparameters": {
-            # labels have their own vocabulary, so enc1 cannot be the default enc1_network=enc0
-            "enc1_network": "pooled_embedding",
-            "enc0_vocab_size": vocab.size,
-            "enc1_vocab_size": num_labels,
-            "enc0_max_seq_len": stats.suggest(args.length_percentile, args.max_seq_len),
-            "enc1_max_seq_len": 1,
-            "output_layer": "softmax",
-            "num_classes": 2,
-            **transformer_hyperparameters(tokenizer, siamese=False),
-        },
+        "hyperparameters": hyperparameters,
     }
 
 

@@ -1,11 +1,11 @@
 """`prepare sentences`: unlabeled documents -> adjacent-sentence positive pairs.
 
-Each document is split into sentences by a simple regex (a '.', '!' or '?' , optionally followed by
-a closing quote or bracket, then whitespace); consecutive sentences give {"in0": sentence i,
-"in1": sentence i+1, "label": 1}. Training on positives only needs negative_sampling_rate > 0 (the
-Wikipedia notebook used 3). Validation and test files can carry their own negatives
-(--eval-negatives k: sentence i against k sentences drawn from other documents, label 0, as the
-notebook's dev/test files), so that their accuracy means something.
+Each document is split into sentences (`split_sentences`: rules with an abbreviation list, below);
+consecutive sentences give {"in0": sentence i, "in1": sentence i+1, "label": 1}. Training on
+positives only needs negative_sampling_rate > 0 (the Wikipedia notebook used 3). Validation and
+test files can carry their own negatives (--eval-negatives k: sentence i against k sentences drawn
+from other documents, label 0, as the notebook's dev/test files), so that their accuracy means
+something.
 """
 
 from __future__ import annotations
@@ -35,17 +35,66 @@ from object2vec.prepare.options import (
     vocab_file_written,
 )
 from object2vec.prepare.pretrained_tokenizer import TextTokenizer
-from object2vec.prepare.text import LengthStats, Vocab, truncate
+from object2vec.prepare.text import ABBREVIATIONS, TITLES, LengthStats, Vocab, truncate
 
 logger = logging.getLogger(__name__)
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'\u201d\u2019)\]])\s+")
+# A possible sentence end: '.', '!' or '?' (or a run of them), optional closing quotes or brackets,
+# then whitespace.
+BOUNDARY = re.compile(r"[.!?]+[\"'\u201d\u2019)\]]*\s+")
+OPENING = "\"'\u201c\u2018([{"
+ACRONYM = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # "U.S", "e.g", "a.m" (the final period is the candidate)
+# Abbreviations that are also words: an abbreviation only before a number ("No. 5", "Mar. 3").
+NUMBERED_ABBREVIATIONS = frozenset("no nos vol fig mar art sec pp ch".split())
+# Words that often begin a sentence: after an abbreviation ("... in the U.S. The company ..."), the
+# sentence ends only when one of these follows; otherwise the abbreviation is inside the sentence
+# ("The U.S. Treasury", "Acme Inc. agreed"). A fixed list of function words, in the spirit of Punkt's
+# learnt "frequent sentence starters".
+SENTENCE_STARTERS = frozenset(
+    "a after also although an and as at because before but by during for from he her his however i if in "
+    "it its meanwhile on one our she since so some that the their then there these they this those though "
+    "under we when which while who with yet you".split()
+)
 MAX_DOCUMENT_CHARS = 8 << 20  # a paragraph-mode document larger than this is almost surely a format mistake
 NEGATIVE_SAMPLING_RATE = 3  # the Wikipedia notebook's value, suggested in the report
 
 
 def split_sentences(text: str) -> list[str]:
-    return [sentence for sentence in (part.strip() for part in SENTENCE_END.split(text)) if sentence]
+    """Sentences of `text`: split after '.', '!' or '?' followed by whitespace, except after
+    abbreviations. A period after a title ("Mr.", "Dr.") never ends a sentence; after another
+    abbreviation ("Inc.", "Jan."), an acronym ("U.S.", "a.m.") or a single letter ("John F. Kennedy")
+    it does only before a common sentence starter ("The", "It", ...; capitalised, unless the whole
+    text is lowercase), never before a number."""
+    sentences, start = [], 0
+    cased = not text.islower()
+    for boundary in BOUNDARY.finditer(text):
+        if _ends_sentence(text, boundary, cased):
+            sentences.append(text[start : boundary.end()].strip())
+            start = boundary.end()
+    sentences.append(text[start:].strip())
+    return [sentence for sentence in sentences if sentence]
+
+
+def _ends_sentence(text: str, boundary: re.Match[str], cased: bool) -> bool:
+    punctuation = boundary.group().rstrip()
+    if not punctuation.startswith(".") or punctuation.startswith(".."):
+        return True  # '!', '?' and '...' always end a sentence
+    before = text[: boundary.start()].rsplit(None, 1)
+    word = before[-1].lstrip(OPENING) if before else ""
+    after = text[boundary.end() :].split(None, 1)
+    following = after[0].lstrip(OPENING) if after else ""
+    if not word or not following:
+        return True
+    key = word.lower()
+    if key in TITLES:
+        return False
+    if key in NUMBERED_ABBREVIATIONS:
+        return not following[0].isdigit()
+    if key in ABBREVIATIONS or ACRONYM.fullmatch(word) or (len(word) == 1 and word.isalpha()):
+        if following[0].isdigit() or (cased and not following[0].isupper()):
+            return False
+        return following.rstrip(".,;:!?\"'\u201d\u2019").lower() in SENTENCE_STARTERS
+    return True
 
 
 def add_parser(subparsers: Any) -> None:
@@ -70,7 +119,8 @@ def add_parser(subparsers: Any) -> None:
         "--min-sentence-tokens",
         type=positive_int,
         default=1,
-        help="drop sentences with fewer known tokens than this before pairing (default: 1)",
+        help="drop sentences with fewer known words than this before pairing: tokens of the vocabulary that "
+        "hold a letter or digit (punctuation and unknown tokens do not count; default: 1)",
     )
     fmt.add_argument(
         "--eval-negatives",
@@ -170,9 +220,9 @@ def _sentence_candidates(
     """(sentence text, token ids) of every sentence kept for pairing; repeats are dropped by the writer."""
     for _, text in _documents(path, args):
         for sentence in split_sentences(text):
-            ids = vocab.encode(tokenizer(sentence))
-            if len(ids) >= args.min_sentence_tokens:
-                yield sentence, truncate(ids, args.max_seq_len)
+            tokens = tokenizer(sentence)
+            if known_words(tokens, vocab) >= args.min_sentence_tokens:  # the sentences that are paired
+                yield sentence, truncate(vocab.encode(tokens), args.max_seq_len)
 
 
 def _encoded_documents(
@@ -182,10 +232,16 @@ def _encoded_documents(
     for _, text in _documents(path, args):
         sentences = []
         for sentence in split_sentences(text):
-            ids = vocab.encode(tokenizer(sentence))
-            if len(ids) >= args.min_sentence_tokens:
-                sentences.append(truncate(ids, args.max_seq_len))
+            tokens = tokenizer(sentence)
+            if known_words(tokens, vocab) >= args.min_sentence_tokens:
+                sentences.append(truncate(vocab.encode(tokens), args.max_seq_len))
         yield sentences
+
+
+def known_words(tokens: list[str], vocab: Vocab) -> int:
+    """What --min-sentence-tokens counts: tokens of the vocabulary that hold a letter or digit (not
+    punctuation, not tokens that become <unk>)."""
+    return sum(1 for token in tokens if token in vocab.ids and any(char.isalnum() for char in token))
 
 
 def _reservoir(
