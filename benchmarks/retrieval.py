@@ -694,10 +694,12 @@ def part_d(root: Path, quick: bool) -> dict[str, Any] | None:
     report = common.prepare(
         "multilabel",
         *("--train", raw / "train.jsonl", "--validation", raw / "validation.jsonl", "--test", raw / "test.jsonl"),
-        *("--label-vocab", raw / "label_vocab.json", "--negatives-per-doc", reuters.NEGATIVES_PER_DOC, "--seed", "0"),
+        *("--label-vocab", raw / "label_vocab.json", "--seed", "0"),
         *("--candidates", "test_candidates.jsonl", "--output-dir", data, "--overwrite"),
     )
-    hp = {**report["hyperparameters"], **reuters.OUR_HP, **(reuters.QUICK_HP if quick else {})}
+    # reuters.py's pooled_embedding settings: positives only on disk, the trainer draws the negatives
+    settings = {**reuters.BASE_HP, **reuters.ENCODER_HP["pooled_embedding"]}
+    hp = {**report["hyperparameters"], **settings, **(reuters.QUICK_HP if quick else {})}
     hp["enc1_vocab_size"] = len(labels)
     channels = {"train": [data / "train.jsonl"], "validation": [data / "validation.jsonl"]}
     base = common.make_opt_ml(root / "reuters_model", hp, {**channels, "candidates": [data / "candidates.jsonl"]})

@@ -189,7 +189,8 @@ def render(reports: list[dict], args: argparse.Namespace) -> str:
         for row in report["rows"]:
             peer_value = row["peer_note"] or cell(row["peer_value"])
             peer_time = "-" if row["peer_note"] else common.fmt_s(row["peer_seconds"])
-            transformer = beside.get(row["use_case"])
+            # per-encoder rows ("STS-B pair score (regression), hcnn") share their use case's transformer cell
+            transformer = beside.get(row["use_case"], beside.get(str(row["use_case"]).split(", ")[0]))
             transformer_cell = "-" if transformer is None else f"{cell(transformer['value'])} ({verdict(transformer)})"
             lines.append(
                 f"| {row['use_case']} | {row['metric']} | {cell(row['value'])} | {common.fmt_s(row['seconds'])} | "
