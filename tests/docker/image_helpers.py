@@ -57,6 +57,18 @@ def make_opt_ml(dest: Path, **hyperparameters: str) -> Path:
     return copy_job(TEST_DIR, dest, **hyperparameters)
 
 
+def make_long_training(dest: Path, copies: int = 30) -> Path:
+    """make_opt_ml for a job that is still training seconds after its first epoch on any machine.
+
+    The sample trains at ~60k records/s on an idle CI machine, so its 3,000 pairs took 0.05 s an
+    epoch and early stopping ended the job before a test's signal reached it. `copies` copies of
+    the train file make an epoch ~1.5 s there; the patience cap (5) still needs 6 epochs to stop."""
+    opt_ml = make_opt_ml(dest, epochs="100", early_stopping_patience="5", early_stopping_tolerance="0.000001")
+    train = opt_ml / "input" / "data" / "train" / "train.jsonl"
+    train.write_text(train.read_text() * copies)
+    return opt_ml
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

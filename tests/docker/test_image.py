@@ -26,6 +26,7 @@ from image_helpers import (
     Container,
     docker,
     free_port,
+    make_long_training,
     make_opt_ml,
     run_to_completion,
 )
@@ -116,7 +117,7 @@ def test_train_with_bad_hyperparameter_writes_client_error(image: str, tmp_path:
 
 
 def test_docker_stop_ends_training_with_best_model_and_failure_file(image: str, tmp_path: Path, start_container):
-    opt_ml = make_opt_ml(tmp_path, epochs="100", early_stopping_patience="5")
+    opt_ml = make_long_training(tmp_path)
     container = start_container(image, "train", "--network", "none", "-v", f"{opt_ml}:/opt/ml")
     container.wait_for_log("epoch=0, validation accuracy", timeout=180)  # one epoch done
     took = container.stop(grace_s=30)
@@ -135,8 +136,7 @@ def test_sigterm_at_any_moment_of_train_exits_143(image: str, tmp_path: Path, st
     kernel, and the job trained on. Now the signal waits (blocked by /opt/program/train) and ends
     the job as soon as the handlers exist. `docker kill --signal TERM` sends no SIGKILL after it,
     so a lost signal shows as a container still running."""
-    # Patience is capped at 5; the smallest tolerance keeps the job training well past the delay.
-    opt_ml = make_opt_ml(tmp_path, epochs="100", early_stopping_patience="5", early_stopping_tolerance="0.000001")
+    opt_ml = make_long_training(tmp_path)
     container = start_container(image, "train", "--network", "none", "-v", f"{opt_ml}:/opt/ml")
     time.sleep(delay)
     assert container.state()["Running"], f"the job ended before the signal:\n{container.logs()[-3000:]}"
