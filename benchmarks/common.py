@@ -7,6 +7,7 @@ and the real serving Predictor, in process, for scores and embeddings.
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import json
 import os
@@ -176,6 +177,26 @@ def machine_load() -> str:
 def object2vec_env(**extra: str) -> dict[str, str]:
     path = os.environ.get("PYTHONPATH", "")
     return {**os.environ, "PYTHONPATH": f"{CONTAINER}{os.pathsep}{path}" if path else str(CONTAINER), **extra}
+
+
+def wait_until_serving(process: subprocess.Popen, port: int, timeout: float = 180, log: Path | None = None) -> None:
+    """Return once `serve` (started as `process`) answers /ping with 200 on 127.0.0.1:PORT; raise
+    RuntimeError if it exits first or does not answer in `timeout` seconds (then it is killed)."""
+    see = f"; see {log}" if log else ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited with {process.returncode}{see}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/ping")
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"serve did not answer /ping in {timeout:.0f} s{see}")
 
 
 def prepare(*args: str | Path, timeout: float = 600) -> dict[str, Any]:

@@ -47,6 +47,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
 logger = logging.getLogger("fuzz_serve")
 
 VOCAB0, VOCAB1, MAX_LEN = 300, 100, 20
@@ -678,21 +681,8 @@ def start_server(port: int, nginx: bool, workers: int | None) -> tuple[subproces
     log = base / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "object2vec", "serve"], env=env, stdout=out, stderr=out)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-                sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                answer = read_responses(sock, 1)
-                if answer and answer[0].status == 200:
-                    return process, log
-        except OSError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"serve did not answer /ping:\n{log.read_text()}")
+    common.wait_until_serving(process, port, log=log)
+    return process, log
 
 
 # ---------------------------------------------------------------------------------------------

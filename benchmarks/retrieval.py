@@ -180,19 +180,8 @@ def start_server(base: Path, workers: int, cores: set[int]) -> tuple[subprocess.
         stderr=subprocess.STDOUT,
         preexec_fn=lambda: os.sched_setaffinity(0, cores),
     )
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"serve exited with {process.returncode}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/ping")
-            if connection.getresponse().status == 200:
-                return process, port
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("serve did not become ready")
+    common.wait_until_serving(process, port, timeout=600)
+    return process, port
 
 
 def stop_server(process: subprocess.Popen) -> None:

@@ -39,6 +39,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "container"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 from object2vec.config import Hyperparameters  # noqa: E402
 from object2vec.environment import available_cpus  # noqa: E402
@@ -108,17 +110,8 @@ def start_server(base: Path, port: int, **extra_env: str) -> subprocess.Popen[by
     process = subprocess.Popen(
         [sys.executable, "-m", "object2vec", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/ping")
-            if connection.getresponse().status == 200:
-                return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("serve did not become ready")
+    common.wait_until_serving(process, port)
+    return process
 
 
 def compare_fronts(base: Path, payload: bytes, records: int, requests: int, payloads: int) -> None:

@@ -34,6 +34,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "container"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
 logger = logging.getLogger("soak")
 
 VOCAB = 10_000
@@ -163,18 +166,8 @@ def start_server(base: Path, port: int, nginx: bool, workers_: int | None) -> su
         env["MODEL_SERVER_WORKERS"] = str(workers_)
     log = (base / "serve.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "object2vec", "serve"], env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/ping")
-            if connection.getresponse().status == 200:
-                return process
-        except OSError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"serve did not answer /ping; see {base / 'serve.log'}")
+    common.wait_until_serving(process, port, log=base / "serve.log")
+    return process
 
 
 def free_port() -> int:
