@@ -155,6 +155,17 @@ def main() -> None:
         default=",".join(ENCODERS),
         help=f"comma-separated encoders to train (default {','.join(ENCODERS)})",
     )
+    parser.add_argument(
+        "--hp",
+        type=json.loads,
+        default={},
+        help="JSON object of settings over the chosen ones, e.g. '{\"enc_dim\": 512}' (noted in the rows)",
+    )
+    parser.add_argument(
+        "--dev-only",
+        action="store_true",
+        help="score sts-dev only, for choosing settings: the test split is not scored (no rows, no peers)",
+    )
     args = parser.parse_args()
     encoders = [name for name in args.encoders.split(",") if name]
     unknown = sorted(set(encoders) - set(ENCODERS))
@@ -213,6 +224,8 @@ def main() -> None:
         hp.update(SCRATCH_HP)
         embeddings_note = "token embeddings from scratch (GloVe not installed)" if not args.no_glove else "no GloVe"
 
+    if args.dev_only:
+        args.no_peer = True
     minilm = None if args.no_peer else minilm_peer(raw_sentences(files["test"]))
     glove_peer = None if (args.no_peer or trimmed is None) else glove_mean_peer(test, vocab, trimmed)
     skipped = "skipped" if args.no_peer else common.NOT_INSTALLED
@@ -220,11 +233,21 @@ def main() -> None:
     dev_gold = np.array([r["label"] for r in dev])
     rows, curves, runs = [], {}, {}
     for encoder in encoders:
-        encoder_hp = {**hp, **ENCODER_HP[encoder]}
+        encoder_hp = {**hp, **ENCODER_HP[encoder], **args.hp}
         base = common.make_opt_ml(root / f"model-{encoder}", encoder_hp, channels)
         print(f"[sts] training {encoder} ({embeddings_note}) ...", file=sys.stderr, flush=True)
         run = common.train(base, timeout=3600)
         predictor = common.load_predictor(run.model_dir)
+        if args.dev_only:
+            dev_pair_r, dev_cosine_r = score(predictor, dev, dev_gold)
+            runs[encoder] = {
+                "hyperparameters": encoder_hp,
+                "dev": {"pair": dev_pair_r, "cosine": dev_cosine_r},
+                "best_epoch": run.best_epoch(),
+                "seconds": run.seconds,
+            }
+            print(f"[sts] {encoder}: dev pair {dev_pair_r:.4f}, dev cosine {dev_cosine_r:.4f}", file=sys.stderr)
+            continue
         with common.timer() as t_predict:
             pair_r, cosine_r = score(predictor, test, gold)
         dev_pair_r, dev_cosine_r = score(predictor, dev, dev_gold)
@@ -235,7 +258,8 @@ def main() -> None:
             run.seconds,
             "all-MiniLM-L6-v2 cosine",
             target=f">= {PAIR_TARGET}",
-            notes=f"dev Pearson {dev_pair_r:.4f}; best epoch {run.best_epoch()}; {embeddings_note}",
+            notes=f"dev Pearson {dev_pair_r:.4f}; best epoch {run.best_epoch()}; {embeddings_note}"
+            + (f"; settings {json.dumps(args.hp)}" if args.hp else ""),
         )
         pair_row.met, pair_row.missed_by = common.judge_at_least(pair_r, PAIR_TARGET)
         cos_row = common.Row(

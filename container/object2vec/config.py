@@ -116,6 +116,9 @@ class Hyperparameters:
     epochs: int = 30
     early_stopping_patience: int = 3
     early_stopping_tolerance: float = 0.01
+    # An extension: each epoch whose monitored loss does not improve by early_stopping_tolerance
+    # multiplies every learning rate by this (a decay on plateau); 1.0 (the default): constant.
+    learning_rate_plateau_factor: float = 1.0
     dropout: float = 0.0
     comparator_list: tuple[str, ...] = COMPARATORS  # order sets the sub-vector order
     tied_token_embedding_weight: bool = False  # two transformers: one shared encoder (siamese)
@@ -380,6 +383,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "epochs": (_int_in(1, 100), 30),
     "early_stopping_patience": (_int_in(1, 5), 3),
     "early_stopping_tolerance": (_float_in(1e-6, 0.1), 0.01),
+    "learning_rate_plateau_factor": (_float_in(0.01, 1.0), 1.0),
     "dropout": (_float_in(0.0, 1.0), 0.0),
     "comparator_list": (_comparators, COMPARATORS),
     "tied_token_embedding_weight": (_as_bool, False),

@@ -175,6 +175,21 @@ def test_stop_mid_epoch_and_resume_matches_an_uninterrupted_fit(tmp_path: Path) 
         assert torch.allclose(tensor, second.model.state_dict()[name], atol=1e-6), name
 
 
+def test_a_resumed_run_goes_on_at_the_decayed_learning_rate(tmp_path: Path) -> None:
+    # A rate of 1e-6 barely moves the loss: every epoch after the first misses the tolerance of 0.1
+    # and halves the rate. Stopped in epoch 2, the checkpoint holds the rate after one decay.
+    changes = {"learning_rate": 1e-6, "early_stopping_tolerance": 0.1, "learning_rate_plateau_factor": 0.5}
+    hp = Hyperparameters.from_dict({**hyperparameters().to_dict(), **changes})
+    store = CheckpointStore(tmp_path, "algo-1")
+    first = make_trainer(hp, StopAfter(25), Checkpointer(store, Distributed.single(CPU), hp.to_dict()))
+    assert first.fit(dataset(), dataset(12)).epochs_completed == 2
+    second = make_trainer(hp, StopSignal(), Checkpointer(store, Distributed.single(CPU), hp.to_dict()))
+    assert second.optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)
+    resume = second.restore()
+    assert resume is not None and resume.position.epoch == 2
+    assert second.optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-6)
+
+
 def test_no_store_means_no_resume() -> None:
     hp = hyperparameters()
     trainer = make_trainer(hp, StopSignal(), Checkpointer(None, Distributed.single(CPU), hp.to_dict()))

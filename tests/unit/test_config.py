@@ -40,6 +40,17 @@ def test_defaults_match_the_documentation() -> None:
     assert hp.comparator_list == ("hadamard", "concat", "abs_diff")
     assert (hp.bucket_width, hp.negative_sampling_rate, hp.token_embedding_storage_type) == (0, 0, "dense")
     assert hp.tied_token_embedding_weight is False and hp.num_gpus is None
+    assert hp.learning_rate_plateau_factor == 1.0  # an extension; 1.0: a constant rate, as documented
+
+
+@pytest.mark.parametrize(("value", "problem"), [("0", "out of range"), ("1.5", "out of range"), ("half", "number")])
+def test_learning_rate_plateau_factor_is_a_factor_below_one(value: str, problem: str) -> None:
+    assert (
+        Hyperparameters.from_dict({**REQUIRED, "learning_rate_plateau_factor": "0.5"}).learning_rate_plateau_factor
+        == 0.5
+    )
+    with pytest.raises(ClientError, match=f"learning_rate_plateau_factor={value} .*{problem}"):
+        Hyperparameters.from_dict({**REQUIRED, "learning_rate_plateau_factor": value})
 
 
 def test_notebook_movielens_configuration() -> None:

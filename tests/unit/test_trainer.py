@@ -14,8 +14,9 @@ from object2vec.config import OPTIMIZERS, Hyperparameters
 from object2vec.data.records import PairDataset, TokenSequences
 from object2vec.errors import ClientError
 from object2vec.model.object2vec import Object2VecModel
+from object2vec.training.pretrained_lr import TARGET_LR
 from object2vec.training.signals import StopSignal
-from object2vec.training.trainer import Trainer
+from object2vec.training.trainer import Trainer, decay_learning_rates
 
 CPU = torch.device("cpu")
 BASE: dict[str, Any] = {
@@ -104,6 +105,7 @@ class ScriptedTrainer(Trainer):
 
     def train_epoch(self, train: PairDataset, epoch: int, *args: Any, **kwargs: Any) -> dict[str, float]:
         self.epoch = epoch
+        self.rates = [*getattr(self, "rates", []), [group["lr"] for group in self.optimizer.param_groups]]
         with torch.no_grad():
             self.model.mlp[-1].bias.fill_(float(epoch))
         return {"cross_entropy": self.train_losses[epoch], "accuracy": 0.5}
@@ -114,13 +116,17 @@ class ScriptedTrainer(Trainer):
 
 
 def scripted(losses: list[float], validation: bool, **changes: Any) -> Any:
+    return scripted_trainer(losses, validation, **changes)[0]
+
+
+def scripted_trainer(losses: list[float], validation: bool, **changes: Any) -> tuple[Any, ScriptedTrainer]:
     hp = hyperparameters(epochs=len(losses), early_stopping_tolerance=0.01, **changes)
     trainer = make_trainer(hp, cls=ScriptedTrainer)
     assert isinstance(trainer, ScriptedTrainer)
     flat = [1.0] * len(losses)
     trainer.train_losses = flat if validation else losses
     trainer.validation_losses = losses if validation else None
-    return trainer.fit(separable(8), separable(8) if validation else None)
+    return trainer.fit(separable(8), separable(8) if validation else None), trainer
 
 
 @pytest.mark.parametrize("validation", [True, False])
@@ -149,6 +155,41 @@ def test_early_stopping_patience_tolerance_and_best_state(
     model = Object2VecModel(hyperparameters(epochs=len(losses)))
     model.load_state_dict(result.best_state)
     assert torch.all(model.mlp[-1].bias == best)  # the state of the best epoch, copied then
+
+
+@pytest.mark.parametrize("validation", [True, False])
+def test_each_epoch_without_improvement_decays_the_learning_rate(validation: bool) -> None:
+    # Epochs 2 and 4 do not improve by the tolerance (0.01) on the reference: each multiplies the
+    # rate of the epochs after it by the factor; epoch 3 improves and keeps it.
+    losses = [1.0, 0.5, 0.6, 0.45, 0.7, 0.3]
+    result, trainer = scripted_trainer(losses, validation, learning_rate_plateau_factor=0.5)
+    assert result.epochs_completed == 6 and result.best_epoch == 5
+    assert [rates[0] for rates in trainer.rates] == pytest.approx([0.05, 0.05, 0.05, 0.025, 0.025, 0.0125])
+
+
+def test_the_default_factor_keeps_the_learning_rate_and_no_decay_follows_the_stopping_epoch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, constant = scripted_trainer([1.0, 0.5, 0.6, 0.45, 0.7, 0.3], True)
+    assert all(rates == [0.05] for rates in constant.rates)
+    caplog.set_level("INFO", logger="object2vec.training.trainer")
+    result, trainer = scripted_trainer(
+        [1.0, 2.0, 2.0, 0.1], True, learning_rate_plateau_factor=0.1, early_stopping_patience=2
+    )
+    assert result.epochs_completed == 3  # epoch 2 is the second without improvement: the last
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)  # decayed once, after epoch 1
+    assert caplog.text.count("no improvement; learning rate x 0.1 -> 0.005") == 1
+
+
+def test_the_decay_scales_a_warming_up_groups_target_too() -> None:
+    # A transformer's group warms up towards its target rate: the target decays with the rate, so
+    # the ramp ends at the decayed rate instead of jumping back up.
+    plain, warming = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [plain]}, {"params": [warming], "lr": 0.001, TARGET_LR: 0.01}], lr=0.1)
+    decay_learning_rates(optimizer, 0.5, epoch=3)
+    first, second = optimizer.param_groups
+    assert (first["lr"], second["lr"], second[TARGET_LR]) == pytest.approx((0.05, 0.0005, 0.005))
+    assert TARGET_LR not in first
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

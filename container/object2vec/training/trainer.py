@@ -3,7 +3,8 @@
 Early stopping follows the documentation: training stops once the monitored loss (validation when
 there is a validation channel, else train) has gone `early_stopping_patience` consecutive epochs
 without falling at least `early_stopping_tolerance` below the best loss so far. The model kept is
-the one of the epoch with the lowest monitored loss.
+the one of the epoch with the lowest monitored loss. With `learning_rate_plateau_factor` < 1, each
+epoch that does not improve by the tolerance also multiplies the learning rates by that factor.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from object2vec.training.checkpoint import Checkpointer, Position
 from object2vec.training.distributed import Distributed
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
 from object2vec.training.optimizers import make_optimizer
+from object2vec.training.pretrained_lr import TARGET_LR
 from object2vec.training.sharding import FULLY_REPLICATED, BatchStream, split_of
 from object2vec.training.signals import StopSignal
 
@@ -40,6 +42,18 @@ def compute_loss(outputs: torch.Tensor, labels: torch.Tensor, classification: bo
     if classification:
         return F.cross_entropy(outputs, labels)  # outputs: (B, C) logits
     return F.mse_loss(outputs.squeeze(1), labels)  # outputs: (B, 1)
+
+
+def decay_learning_rates(optimizer: Any, factor: float, epoch: int) -> None:
+    """Multiply every param group's learning rate by `factor` (and a transformer group's warm-up
+    target, so that the ramp ends at the decayed rate). The rates live in the optimizer's
+    state_dict, so a checkpoint carries them and a resumed run goes on at the decayed rate."""
+    for group in optimizer.param_groups:  # an OptimizerGroup lists every inner optimizer's groups
+        group["lr"] *= factor
+        if TARGET_LR in group:
+            group[TARGET_LR] *= factor
+    rates = ", ".join(f"{float(group['lr']):.3g}" for group in optimizer.param_groups)
+    logger.info("Epoch %d: no improvement; learning rate x %g -> %s", epoch, factor, rates)
 
 
 @dataclass
@@ -132,6 +146,9 @@ class Trainer:
                 result.reference, result.epochs_without_improvement = loss, 0
             else:
                 result.epochs_without_improvement += 1
+                going_on = epoch + 1 < hp.epochs and result.epochs_without_improvement < hp.early_stopping_patience
+                if hp.learning_rate_plateau_factor < 1.0 and going_on:
+                    decay_learning_rates(self.optimizer, hp.learning_rate_plateau_factor, epoch)
             log_progress(self.host, 100.0 * (epoch + 1) / hp.epochs)
             self.checkpoint(result, Position(epoch + 1, 0))
             if self.dist.agree([int(bool(self.stop.requested))])[0]:
