@@ -41,7 +41,9 @@ REGRESSION_HP = {
     "learning_rate": 0.01,  # 5x the batch-256 rate for 8x the batch: as good on validation, 4x faster
     "mini_batch_size": 2048,
     "epochs": 40,  # a cap: early stopping ends the runs after about 20
-    "early_stopping_patience": 3,  # the validation loss wanders by +-0.01; 2 stops too early
+    # The validation loss wanders by +-0.01: over seeds 0-4, patience 5 (the cap) kept epochs with a mean
+    # validation MSE of 0.880 against 0.888 with patience 3, which stopped two seeds by epoch 12
+    "early_stopping_patience": 5,
     "early_stopping_tolerance": 0.001,
 }
 CLASSIFICATION_HP = {**REGRESSION_HP, "num_classes": 2}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -66,6 +67,7 @@ ENCODER_HP: dict[str, dict[str, object]] = {
     # smaller steps: dev 0.620 / 0.664 against 0.494 / 0.565 at lr 0.001, batch 128 (it overfitted by epoch 3)
     "bilstm": {"enc0_network": "bilstm", "enc0_layers": 1, "learning_rate": 0.0005, "mini_batch_size": 64},
 }
+INIT_MODEL = "init-model"  # --init-model's folder name in the auxiliary channel
 SCRATCH_HP = {"enc0_token_embedding_dim": 50}
 QUICK_HP = {"epochs": 2, "enc_dim": 16, "mlp_dim": 16}
 
@@ -162,6 +164,11 @@ def main() -> None:
         help="JSON object of settings over the chosen ones, e.g. '{\"enc_dim\": 512}' (noted in the rows)",
     )
     parser.add_argument(
+        "--init-model",
+        type=Path,
+        help="a model dir `train` wrote (e.g. unlabelled.py's hcnn): each encoder starts from it (init_model)",
+    )
+    parser.add_argument(
         "--dev-only",
         action="store_true",
         help="score sts-dev only, for choosing settings: the test split is not scored (no rows, no peers)",
@@ -234,7 +241,16 @@ def main() -> None:
     rows, curves, runs = [], {}, {}
     for encoder in encoders:
         encoder_hp = {**hp, **ENCODER_HP[encoder], **args.hp}
-        base = common.make_opt_ml(root / f"model-{encoder}", encoder_hp, channels)
+        job_channels = channels
+        if args.init_model is not None:
+            encoder_hp["init_model"] = INIT_MODEL
+            job_channels = {**channels, "auxiliary": channels.get("auxiliary", [])}
+        base = common.make_opt_ml(root / f"model-{encoder}", encoder_hp, job_channels)
+        if args.init_model is not None:
+            folder = base / "input" / "data" / "auxiliary" / INIT_MODEL
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in ("model_config.json", "model.safetensors"):
+                shutil.copyfile(args.init_model / name, folder / name)
         print(f"[sts] training {encoder} ({embeddings_note}) ...", file=sys.stderr, flush=True)
         run = common.train(base, timeout=3600)
         predictor = common.load_predictor(run.model_dir)
@@ -259,7 +275,8 @@ def main() -> None:
             "all-MiniLM-L6-v2 cosine",
             target=f">= {PAIR_TARGET}",
             notes=f"dev Pearson {dev_pair_r:.4f}; best epoch {run.best_epoch()}; {embeddings_note}"
-            + (f"; settings {json.dumps(args.hp)}" if args.hp else ""),
+            + (f"; settings {json.dumps(args.hp)}" if args.hp else "")
+            + (f"; encoders warm-started from {args.init_model}" if args.init_model else ""),
         )
         pair_row.met, pair_row.missed_by = common.judge_at_least(pair_r, PAIR_TARGET)
         cos_row = common.Row(

@@ -126,6 +126,8 @@ class Hyperparameters:
     # default 0.0004, a usual fine-tuning rate), ramped up linearly over the first warm-up steps.
     transformer_learning_rate_multiplier: float = 0.1
     transformer_warmup_steps: int = 0  # optimizer steps; 0: no warm-up
+    # An extension: a trained model's folder in the auxiliary channel to start from (data/init_model.py).
+    init_model: str = ""
     bucket_width: int = 0  # 0: no bucketing
     negative_sampling_rate: int = 0  # 0: off
     token_embedding_storage_type: str = "dense"
@@ -389,6 +391,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "tied_token_embedding_weight": (_as_bool, False),
     "transformer_learning_rate_multiplier": (_float_in(0.0, 100.0), 0.1),
     "transformer_warmup_steps": (_int_in(0, 1_000_000), 0),
+    "init_model": (_aux_folder_name, ""),
     "bucket_width": (_int_in(0, 100), 0),
     "negative_sampling_rate": (_int_in(0, 100), 0),
     "token_embedding_storage_type": (_one_of(STORAGE_TYPES), "dense"),

@@ -259,3 +259,31 @@ def test_row_sparse_with_frozen_pretrained_rows(tmp_path: Path) -> None:
     ok(run_train(base))
     weight = load_model(base / "model").model.token_embedding(0).weight.detach()
     assert torch.equal(weight[PRETRAINED_IDS], torch.from_numpy(vectors))
+
+
+def validation_accuracy(log: str) -> list[float]:
+    return [float(v) for v in re.findall(r"validation accuracy <score>=([0-9.]+)", log)]
+
+
+def test_init_model_starts_from_a_trained_model(tmp_path: Path) -> None:
+    first = make_opt_ml(tmp_path / "first")
+    trained = max(validation_accuracy(ok(run_train(first))))
+    assert trained > 0.8  # the sample's topic task is learnt
+    # At learning rate 1e-6 one epoch moves nothing: the first validation accuracy is what the
+    # weights were at the start, the first job's (a fresh model is at chance, ~0.5).
+    second = make_opt_ml(tmp_path / "second", init_model="first-model", learning_rate="0.000001", epochs="1")
+    shutil.copytree(first / "model", add_auxiliary(second, {}) / "first-model")
+    log = ok(run_train(second))
+    assert "init_model=first-model: enc0 starts from the init model's encoder, its token embedding table" in log
+    assert "the comparator MLP and output layer start from the init model's" in log
+    assert validation_accuracy(log)[0] == pytest.approx(trained, abs=0.02)
+
+
+def test_init_model_built_otherwise_is_a_client_error(tmp_path: Path) -> None:
+    first = make_opt_ml(tmp_path / "first", epochs="1")
+    ok(run_train(first))
+    second = make_opt_ml(tmp_path / "second", init_model="first-model", enc_dim="16")
+    shutil.copytree(first / "model", add_auxiliary(second, {}) / "first-model")
+    message = failure(second, run_train(second))
+    assert message.startswith("ClientError: init_model=first-model: its enc0 is not built like this job's")
+    assert "enc_dim: 32 in the init model, 16 here" in message

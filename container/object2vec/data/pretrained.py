@@ -41,7 +41,9 @@ def read_transformer_checkpoints(hp: Hyperparameters, channel: Channel | None) -
         key = f"enc{index}_pretrained_model"
         name = f"{key}={enc.pretrained_model}"
         if enc.pretrained_model not in found:
-            found[enc.pretrained_model] = read_checkpoint(_folder(channel, key, enc.pretrained_model), name)
+            found[enc.pretrained_model] = read_checkpoint(
+                auxiliary_folder(channel, key, enc.pretrained_model, "config.json, model.safetensors"), name
+            )
         checkpoint = found[enc.pretrained_model]
         check_encoder_fits(enc, checkpoint.spec, f"enc{index}_", f"checkpoint {enc.pretrained_model}")
         checkpoints[index] = checkpoint
@@ -91,12 +93,13 @@ def initialise_transformers(
         )
 
 
-def _folder(channel: Channel | None, key: str, name: str) -> Path:
-    """The checkpoint folder named by `key`, checked to be a folder at the top of the channel."""
+def auxiliary_folder(channel: Channel | None, key: str, name: str, contents: str) -> Path:
+    """The folder named by hyperparameter `key`, checked to be a folder at the top of the auxiliary
+    channel; `contents` (what it should hold) goes into the error when the channel is missing."""
     if channel is None:
         raise ClientError(
             f"{key}={name} names a checkpoint folder in the auxiliary channel, but the job has no channel named "
-            f"{AUXILIARY}: add one holding the folder {name}/ (config.json, model.safetensors)"
+            f"{AUXILIARY}: add one holding the folder {name}/ ({contents})"
         )
     path = channel.path / name
     if not path.is_dir():

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from object2vec.config import Hyperparameters
+from object2vec.data.init_model import initialise_from_model, read_init_model
 from object2vec.data.pipe import PipeEpochs, read_pipe
 from object2vec.data.pretrained import initialise_transformers, read_transformer_checkpoints, transformer_specs
 from object2vec.data.records import PairDataset, read_channel
@@ -89,6 +90,7 @@ def train_with(
     torch.manual_seed(hp.seed)
 
     clock = {"start": time.perf_counter()}
+    init_model = read_init_model(hp, env.channels.get(AUXILIARY))  # before the data: a bad one fails in seconds
     train = read_train_channel(env, hp, stop)
     # The catalogue is read (and checked) before training, so that a bad one fails in seconds, not
     # after hours; only the master writes the model, so only it needs it.
@@ -102,6 +104,8 @@ def train_with(
     logger.info("Model has %d parameters", sum(p.numel() for p in model.parameters()))
     initialise_token_embeddings(model, hp, env.channels.get(AUXILIARY))  # logs each encoder's table
     initialise_transformers(model, hp, checkpoints)  # logs each transformer
+    if init_model is not None:
+        initialise_from_model(model, hp, init_model)  # after the embedding files: a matching table wins
     if hp.negative_sampling_rate:
         logger.info("%s", describe_negative_sampling(hp.negative_sampling_rate, hp.is_classification, hp.num_classes))
     store = CheckpointStore(env.checkpoint_dir, env.current_host) if env.checkpoint_dir.is_dir() else None
