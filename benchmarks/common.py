@@ -79,8 +79,9 @@ class Report:
     command: str = ""
     details: dict[str, Any] = field(default_factory=dict)
 
-    def write(self, path: Path | None) -> None:
-        for row in self.rows:
+    def write(self, path: Path | None, echo: bool = True) -> None:
+        """Print the rows (unless echo is off) and write the JSON to `path` (when given)."""
+        for row in self.rows if echo else []:
             print(row.line(), flush=True)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)

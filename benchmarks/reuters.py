@@ -254,6 +254,11 @@ def truth_matrix(docs: list[dict], labels: list[str]) -> np.ndarray:
     return truth
 
 
+def partial(path: Path | None) -> Path | None:
+    """Where the report of the encoders finished so far goes (beside --json-out), or None."""
+    return None if path is None else path.with_name(path.stem + ".partial" + path.suffix)
+
+
 def train_and_score(
     encoder: str, hp: dict, channels: dict, root: Path, data: Path, num_labels: int, counts: tuple[int, int]
 ) -> dict:
@@ -392,14 +397,16 @@ def main() -> None:
         f1.met, f1.missed_by = common.judge_at_least(ours["micro_f1"], f1_target)
         rows += [p1, f1]
         curves[f"Reuters {encoder}"] = run.curves()
-    details["load_after"] = common.machine_load()
-    common.Report(
-        "reuters",
-        rows,
-        curves=curves,
-        command=common.command_line("reuters.py"),
-        details=details,
-    ).write(args.json_out)
+        # Written after every encoder: a run stopped for time keeps the encoders it finished.
+        details["load_after"] = common.machine_load()
+        report_so_far = common.Report(
+            "reuters", rows, curves=curves, command=common.command_line("reuters.py"), details=details
+        )
+        for row in (p1, f1):
+            print(row.line(), flush=True)
+        report_so_far.write(args.json_out if encoder == encoders[-1] else partial(args.json_out), echo=False)
+    if (stale := partial(args.json_out)) is not None:
+        stale.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
