@@ -247,6 +247,11 @@ class TrainRun:
         return config.get("training", {}).get("best_epoch")
 
 
+# A safety net for the full text runs, not a budget (the epochs cap is): a sequence encoder on
+# Reuters takes 15-25 minutes an epoch on one core, and 3600 s killed such a run after 3 epochs.
+LONG_TRAIN_TIMEOUT = 8 * 3600
+
+
 def train(base: Path, timeout: float = 900, echo: bool = False) -> TrainRun:
     """Run the real `python -m object2vec train` on BASE (laid out like /opt/ml)."""
     env = object2vec_env(SAGEMAKER_BASE_DIR=str(base))

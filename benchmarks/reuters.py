@@ -265,7 +265,7 @@ def train_and_score(
     """Train one encoder; its validation-chosen decision rule and test metrics."""
     base = common.make_opt_ml(root / f"model-{encoder}", hp, channels)
     print(f"[reuters] training {encoder} ...", file=sys.stderr, flush=True)
-    run = common.train(base, timeout=3600)
+    run = common.train(base, timeout=common.LONG_TRAIN_TIMEOUT)
     predictor = common.load_predictor(run.model_dir)
     val_docs, val_truth = validation_docs(data / "validation.jsonl", num_labels)
     test_docs, test_truth = candidate_docs(data / "test_candidates.jsonl", num_labels)

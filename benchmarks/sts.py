@@ -255,7 +255,7 @@ def main() -> None:
             for name in ("model_config.json", "model.safetensors"):
                 shutil.copyfile(args.init_model / name, folder / name)
         print(f"[sts] training {encoder} ({embeddings_note}) ...", file=sys.stderr, flush=True)
-        run = common.train(base, timeout=3600)
+        run = common.train(base, timeout=common.LONG_TRAIN_TIMEOUT)
         predictor = common.load_predictor(run.model_dir)
         if args.dev_only:
             dev_pair_r, dev_cosine_r = score(predictor, dev, dev_gold)

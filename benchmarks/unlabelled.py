@@ -195,7 +195,7 @@ def main() -> None:
             channels["auxiliary"] = [trimmed, vocab_path]
         base = common.make_opt_ml(root / f"model-{encoder}", hp, channels)
         print(f"[unlabelled] training {encoder} on {report['outputs']} ...", file=sys.stderr, flush=True)
-        run = common.train(base, timeout=3600)
+        run = common.train(base, timeout=common.LONG_TRAIN_TIMEOUT)
         predictor = common.load_predictor(run.model_dir)
         dev_r = sts.pearson(embed_pairs(predictor, dev), gold["dev"])
         test_r = sts.pearson(embed_pairs(predictor, test), gold["test"])
