@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -70,7 +69,6 @@ ENCODER_HP: dict[str, dict[str, object]] = {
     # smaller steps: dev 0.620 / 0.664 against 0.494 / 0.565 at lr 0.001, batch 128 (it overfitted by epoch 3)
     "bilstm": {"enc0_network": "bilstm", "enc0_layers": 1, "learning_rate": 0.0005, "mini_batch_size": 64},
 }
-INIT_MODEL = "init-model"  # --init-model's folder name in the auxiliary channel
 SCRATCH_HP = {"enc0_token_embedding_dim": 50}
 QUICK_HP = {"epochs": 2, "enc_dim": 16, "mlp_dim": 16}
 
@@ -169,7 +167,7 @@ def main() -> None:
     parser.add_argument(
         "--init-model",
         type=Path,
-        help="a model dir `train` wrote (e.g. unlabelled.py's hcnn): each encoder starts from it (init_model)",
+        help="a model dir `train` wrote (e.g. unlabelled.py's hcnn): each encoder starts from it (init_model=its name)",
     )
     parser.add_argument(
         "--dev-only",
@@ -245,15 +243,10 @@ def main() -> None:
     for encoder in encoders:
         encoder_hp = {**hp, **ENCODER_HP[encoder], **args.hp}
         job_channels = channels
-        if args.init_model is not None:
-            encoder_hp["init_model"] = INIT_MODEL
-            job_channels = {**channels, "auxiliary": channels.get("auxiliary", [])}
+        if args.init_model is not None:  # the model folder goes into the auxiliary channel under its name
+            encoder_hp["init_model"] = args.init_model.name
+            job_channels = {**channels, "auxiliary": [*channels.get("auxiliary", []), args.init_model]}
         base = common.make_opt_ml(root / f"model-{encoder}", encoder_hp, job_channels)
-        if args.init_model is not None:
-            folder = base / "input" / "data" / "auxiliary" / INIT_MODEL
-            folder.mkdir(parents=True, exist_ok=True)
-            for name in ("model_config.json", "model.safetensors"):
-                shutil.copyfile(args.init_model / name, folder / name)
         print(f"[sts] training {encoder} ({embeddings_note}) ...", file=sys.stderr, flush=True)
         run = common.train(base, timeout=common.LONG_TRAIN_TIMEOUT)
         predictor = common.load_predictor(run.model_dir)

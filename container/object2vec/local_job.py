@@ -45,7 +45,8 @@ def lay_out_job(
     """Write an /opt/ml under `base` (created; it must not hold one already) and return `base`.
 
     Hyperparameters that are not strings are JSON-encoded, as the SageMaker SDK sends them.
-    Channels are File mode and FullyReplicated unless `modes`/`distribution` say otherwise; every
+    A channel's paths may be files or folders (laid out under their own names). Channels are File
+    mode and FullyReplicated unless `modes`/`distribution` say otherwise; every
     channel but the auxiliary one declares the JSON Lines content type.
     """
     (base / HYPERPARAMETERS_FILE).parent.mkdir(parents=True)
@@ -89,8 +90,12 @@ def copy_job(source: Path, base: Path, **hyperparameters: str) -> Path:
     return base
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """A hard link where the file system allows it (large data sets, no copy), else a copy."""
+def _link_or_copy(source: Path | str, target: Path | str) -> None:
+    """A hard link where the file system allows it (large data sets, no copy), else a copy; a
+    folder (a model or checkpoint in the auxiliary channel) is laid out file by file."""
+    if Path(source).is_dir():
+        shutil.copytree(source, target, copy_function=_link_or_copy)
+        return
     try:
         os.link(source, target)
     except OSError:

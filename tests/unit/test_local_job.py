@@ -39,6 +39,18 @@ def test_a_job_is_laid_out_as_sagemaker_writes_it(tmp_path: Path) -> None:
     assert all((base / name).is_dir() for name in ("model", "output", "checkpoints"))
 
 
+def test_a_folder_in_a_channel_is_laid_out_under_its_name(tmp_path: Path) -> None:
+    # A model dir for init_model, a transformer checkpoint: the auxiliary channel holds folders.
+    model = tmp_path / "unlabelled-model"
+    (model / "sub").mkdir(parents=True)
+    (model / "model_config.json").write_text("{}")
+    (model / "sub" / "weights").write_bytes(b"\x00" * 8)
+    base = lay_out_job(tmp_path / "opt" / "ml", {}, {"auxiliary": [model]})
+    laid = base / "input" / "data" / "auxiliary" / "unlabelled-model"
+    assert (laid / "model_config.json").read_text() == "{}"
+    assert (laid / "sub" / "weights").read_bytes() == b"\x00" * 8
+
+
 def test_a_copied_job_has_the_changed_hyperparameters_and_empty_outputs(tmp_path: Path) -> None:
     base = copy_job(SAMPLE, tmp_path / "job", epochs="7")
     hp = json.loads((base / "input" / "config" / "hyperparameters.json").read_text())

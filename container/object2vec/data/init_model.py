@@ -28,7 +28,7 @@ import logging
 import torch
 from torch import nn
 
-from object2vec.config import Hyperparameters
+from object2vec.config import TRANSFORMER, Hyperparameters
 from object2vec.data.pretrained import auxiliary_folder
 from object2vec.environment import Channel
 from object2vec.errors import ClientError
@@ -41,8 +41,9 @@ SHAPING_KEYS = {
     "hcnn": ("layers", "cnn_filter_width", "token_embedding_dim"),
     "bilstm": ("layers", "token_embedding_dim"),
     "pooled_embedding": ("token_embedding_dim",),
-    "transformer": ("pretrained_model",),
+    TRANSFORMER: ("pretrained_model",),
 }
+TOKEN_TABLE = ".embedding.weight"  # encoders.<i>.embedding.weight: a classic encoder's token table
 
 
 def read_init_model(hp: Hyperparameters, channel: Channel | None) -> LoadedModel | None:
@@ -78,37 +79,32 @@ def _encoder_differences(hp: Hyperparameters, init: Hyperparameters, index: int)
 @torch.no_grad()
 def initialise_from_model(model: nn.Module, hp: Hyperparameters, loaded: LoadedModel) -> None:
     """Copy the init model's tensors into `model` (see the module docstring) and log what was taken."""
-    source = loaded.model.state_dict()
-    target = model.state_dict()
-    embeddings = {name for name in target if name.endswith(".embedding.weight")}  # the token tables
-    head = [name for name in target if not name.startswith("encoders.")]
-    taken: list[str] = []
-    for name, tensor in target.items():
-        if name in head:
-            continue
-        if name not in source or source[name].shape != tensor.shape:
-            if name in embeddings:
-                continue  # another vocabulary size: reported below
-            # _encoder_differences passed, so the encoders are alike: a missing tensor is our fault.
-            raise AssertionError(f"init model lacks {name} {tuple(tensor.shape)} though its encoders match")
-        tensor.copy_(source[name])
-        taken.append(name)
-    head_fits = all(name in source and source[name].shape == target[name].shape for name in head)
-    if head_fits:
-        for name in head:
+    source, target = loaded.model.state_dict(), model.state_dict()
+
+    def fits(name: str) -> bool:
+        return name in source and source[name].shape == target[name].shape
+
+    for name in [name for name in target if name.startswith("encoders.")]:
+        if fits(name):
             target[name].copy_(source[name])
+        elif not name.endswith(TOKEN_TABLE):  # read_init_model checked that the encoders are alike
+            raise AssertionError(f"init model lacks {name} {tuple(target[name].shape)} though its encoders match")
+    head = [name for name in target if not name.startswith("encoders.")]  # comparator MLP, output layer
+    head_fits = all(fits(name) for name in head)
+    for name in head if head_fits else []:
+        target[name].copy_(source[name])
     for index in (0, 1):
-        table = next((n for n in embeddings if n.startswith(f"encoders.{index}.")), None)
-        if table is None:
+        table = f"encoders.{index}{TOKEN_TABLE}"
+        if table not in target:  # a transformer's tables are part of the encoder
             continue
-        if table in taken:
-            what = "its token embedding table"
-        else:
-            rows = loaded.hyperparameters.encoder(index).vocab_size
-            what = (
-                f"not its token embedding table ({rows} rows there, {hp.encoder(index).vocab_size} here: "
-                "this job's own initialisation is kept)"
+        what = (
+            "its token embedding table"
+            if fits(table)
+            else (
+                f"not its token embedding table ({loaded.hyperparameters.encoder(index).vocab_size} rows there, "
+                f"{hp.encoder(index).vocab_size} here: this job's own initialisation is kept)"
             )
+        )
         logger.info("init_model=%s: enc%d starts from the init model's encoder, %s", hp.init_model, index, what)
     logger.info(
         "init_model=%s: the comparator MLP and output layer %s",
