@@ -116,6 +116,11 @@ def main() -> None:
         default={},
         help="JSON object of settings over the chosen ones, e.g. '{\"mlp_layers\": 0}' (noted in the rows)",
     )
+    parser.add_argument(
+        "--dev-only",
+        action="store_true",
+        help="score sts-dev only, for choosing settings: the test split is not scored (no rows, no peer)",
+    )
     args = parser.parse_args()
     encoders = [name for name in args.encoders.split(",") if name]
     unknown = sorted(set(encoders) - set(ENCODERS))
@@ -181,6 +186,8 @@ def main() -> None:
     test = common.read_jsonl(root / "sts" / "test.jsonl")
     gold = {"dev": np.array([r["label"] for r in dev]), "test": np.array([r["label"] for r in test])}
     vocab = json.loads(vocab_path.read_text())
+    if args.dev_only:
+        args.no_peer = True
     peer = None if (args.no_peer or trimmed is None) else sts.glove_mean_peer(test, vocab, trimmed)
 
     result_rows, curves, runs = [], {}, {}
@@ -198,6 +205,11 @@ def main() -> None:
         run = common.train(base, timeout=common.LONG_TRAIN_TIMEOUT)
         predictor = common.load_predictor(run.model_dir)
         dev_r = sts.pearson(embed_pairs(predictor, dev), gold["dev"])
+        if args.dev_only:
+            runs[encoder] = {"hyperparameters": hp, "dev_pearson": dev_r, "best_epoch": run.best_epoch()}
+            runs[encoder]["seconds"] = run.seconds
+            print(f"[unlabelled] {encoder}: dev Pearson {dev_r:.4f} (model in {run.model_dir})", file=sys.stderr)
+            continue
         test_r = sts.pearson(embed_pairs(predictor, test), gold["test"])
         row = common.Row(
             f"STS-B from unlabelled Reuters sentences, {encoder}",

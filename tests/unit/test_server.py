@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -74,6 +75,35 @@ def test_a_child_started_after_the_stop_is_stopped_at_once() -> None:
     supervisor.stop(signal.SIGTERM)
     supervisor._started(spawn("import time; time.sleep(60)"), Child("nginx", STOPS, 0))
     assert supervisor.wait(kill_after_s=30) == 0
+
+
+FORK_THEN_STOP = """
+import os, signal, sys, time
+from object2vec.serving.server import hold_stop_signals_across_forks
+signal.signal(signal.SIGTERM, lambda *_: None)  # like gunicorn's arbiter: its handler only queues
+if sys.argv[1] == "hold":
+    hold_stop_signals_across_forks()
+pid = os.fork()
+if pid == 0:  # a worker that has not installed its own handlers yet
+    time.sleep(3)
+    os._exit(0)
+os.kill(pid, signal.SIGTERM)  # the arbiter's stop, right after the fork
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+@pytest.mark.parametrize(("mode", "worker_exit"), [("hold", -signal.SIGTERM), ("inherit", 0)])
+def test_a_worker_stopped_right_after_its_fork_ends_at_once(mode: str, worker_exit: int) -> None:
+    """gunicorn stops a worker it has just forked (the stop came while it spawned them): held
+    across the fork, the signal ends the worker at once; inherited as is (the control), the
+    arbiter's handler swallows it and the worker runs on (the 20 s wait seen once in CI)."""
+    container = os.path.dirname(os.path.dirname(os.path.dirname(server.__file__)))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [container, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_THEN_STOP, mode], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == worker_exit  # -SIGTERM: ended by the stop, not after its sleep
 
 
 def test_a_model_that_cannot_be_served_ends_the_worker_without_a_traceback(

@@ -86,14 +86,36 @@ def gunicorn_options(settings: ServerSettings, bind: str | None = None) -> dict[
     }
 
 
-def post_fork(server: Any, worker: Any) -> None:
-    """In each worker, before the app loads: bound torch's thread pools."""
-    # Until the worker installs its own handlers (after this hook), it still has the master's,
-    # which only queue the signal for the master: a SIGTERM during the torch import below would
-    # be lost and `docker stop` would wait out the graceful timeout. The default action ends a
-    # worker stopped this early at once.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+# The signals gunicorn's arbiter stops its workers with (SIGTERM graceful, SIGINT/SIGQUIT quick).
+WORKER_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def hold_stop_signals_across_forks() -> None:
+    """In gunicorn's arbiter: a worker never runs the arbiter's signal handlers.
+
+    A new worker inherits the arbiter's handlers, which only queue a signal for the arbiter: a stop
+    that reaches the worker before it installs its own (gunicorn's stop comes right after the
+    fork when the signal arrived while it was spawning workers) would be lost, and the stop would
+    wait out the whole graceful timeout for that worker. So the stop signals are blocked across
+    each fork: the arbiter receives a held one right after, the worker sets the default action
+    (a worker stopped before it serves simply ends) and only then unblocks, so a stop sent to it
+    meanwhile ends it at once. Its own handlers replace the default once it starts serving."""
+    os.register_at_fork(
+        before=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_STOP_SIGNALS),
+        after_in_parent=lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_STOP_SIGNALS),
+        after_in_child=_default_stop_then_unblock,
+    )
+
+
+def _default_stop_then_unblock() -> None:
+    for signum in WORKER_STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_STOP_SIGNALS)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    """In each worker, before the app loads: bound torch's thread pools (its stop signals already
+    have the default action: hold_stop_signals_across_forks)."""
     threads = int(os.environ.get(THREADS_ENV) or 1)
     import torch
 
@@ -137,6 +159,7 @@ def run_gunicorn(settings: ServerSettings, bind: str) -> int:
         def load(self) -> Callable[..., Any]:
             return load_wsgi_app()
 
+    hold_stop_signals_across_forks()
     try:
         _Server(prog="serve").run()
     except HaltServer as halt:  # every worker failed: gunicorn raises again while halting
