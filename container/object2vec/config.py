@@ -130,6 +130,8 @@ class Hyperparameters:
     init_model: str = ""
     bucket_width: int = 0  # 0: no bucketing
     negative_sampling_rate: int = 0  # 0: off
+    # An extension: a record and its negatives in one batch, its in0 encoded once for all of them.
+    negative_sampling_grouped: bool = False
     token_embedding_storage_type: str = "dense"
     kvstore: str = "device"  # _kvstore: accepted for compatibility (an MXNet knob)
     num_gpus: int | None = None  # _num_gpus: None means "auto" (all visible GPUs)
@@ -394,6 +396,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "init_model": (_aux_folder_name, ""),
     "bucket_width": (_int_in(0, 100), 0),
     "negative_sampling_rate": (_int_in(0, 100), 0),
+    "negative_sampling_grouped": (_as_bool, False),
     "token_embedding_storage_type": (_one_of(STORAGE_TYPES), "dense"),
     "_kvstore": (_as_str, "device"),
     "_num_gpus": (_auto_or_int(0, 1024), None),
@@ -568,6 +571,14 @@ class _Parser:
                     hp.bucket_width,
                 )
                 hp = dataclasses.replace(hp, bucket_width=0)
+        if hp.negative_sampling_grouped and not hp.negative_sampling_rate:
+            logger.warning("negative_sampling_grouped=true has no effect without negative_sampling_rate: ignored")
+        elif hp.negative_sampling_grouped and hp.bucket_width:
+            logger.warning(
+                "negative_sampling_grouped=true keeps each record beside its negatives, so batches are not "
+                "bucketed by length (bucket_width=%d ignored)",
+                hp.bucket_width,
+            )
         self.check_retrieval(hp)
         metric = hp.tuning_objective_metric
         if metric and metric not in OBJECTIVE_METRICS[hp.output_layer]:

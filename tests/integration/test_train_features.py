@@ -202,8 +202,8 @@ def write_jsonl(path: Path, records: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
-@pytest.mark.parametrize("rate", [0, 3])
-def test_negative_sampling_separates_true_pairs_from_random_ones(tmp_path: Path, rate: int) -> None:
+@pytest.mark.parametrize(("rate", "grouped"), [(0, False), (3, False), (3, True)])
+def test_negative_sampling_separates_true_pairs_from_random_ones(tmp_path: Path, rate: int, grouped: bool) -> None:
     base = make_opt_ml(
         tmp_path,
         enc0_vocab_size="100",
@@ -212,6 +212,7 @@ def test_negative_sampling_separates_true_pairs_from_random_ones(tmp_path: Path,
         mlp_dim="16",
         epochs="6",
         negative_sampling_rate=str(rate),
+        negative_sampling_grouped=str(grouped).lower(),
     )
     data = base / "input" / "data"
     rng = np.random.default_rng(0)

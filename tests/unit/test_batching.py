@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from object2vec.data.batching import Tokens, group_batch_size, iterate_batches, length_sorted_batches, make_batch
+from object2vec.data.batching import (
+    Tokens,
+    group_batch_size,
+    grouped_order,
+    iterate_batches,
+    length_sorted_batches,
+    make_batch,
+)
 from object2vec.data.records import PairDataset, TokenSequences
-from object2vec.data.sampling import take
+from object2vec.data.sampling import take, with_negatives
 
 SEQS = [[5, 6, 7], [], [1], [2, 3, 4, 8, 9], [9, 9]]
 
@@ -125,6 +132,45 @@ def test_iterate_batches_covers_every_record_exactly_once(size: int, batch_size:
     for batch in batches:  # inputs travel with their label
         assert sequences_of(batch.in0) == [[i] * (i % 4) for i in batch.labels.tolist()]
         assert sequences_of(batch.in1) == [[i % 7] for i in batch.labels.tolist()]
+
+
+def with_three_negatives(size: int) -> PairDataset:
+    """dataset(size) and 3 negatives per record (labels are the record's own, to follow them)."""
+    data = dataset(size)
+    negatives = with_negatives(data, 3, torch.Generator().manual_seed(1))
+    source = torch.cat([torch.arange(size), torch.arange(size).repeat_interleave(3)])  # what with_negatives keeps
+    return PairDataset(negatives.in0, negatives.in1, source[: len(negatives)])
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_grouped_order_keeps_a_record_beside_its_negatives(shuffle: bool) -> None:
+    data = with_three_negatives(12)
+    order = grouped_order(data, torch.Generator().manual_seed(0) if shuffle else None)
+    assert sorted(order.tolist()) == list(range(len(data)))
+    sources = data.labels[order].tolist()
+    starts = [i for i in range(len(sources)) if i == 0 or sources[i] != sources[i - 1]]
+    assert len(starts) == 12  # 12 contiguous groups: each record's negatives follow it
+    assert (sources == sorted(sources)) is not shuffle  # shuffled groups; in order without a generator
+
+
+@pytest.mark.parametrize(("batch_size", "parts"), [(8, 1), (8, 3), (40, 2), (5, 5)])
+def test_grouped_batches_hold_each_in0_once_and_every_pair_finds_its_own(batch_size: int, parts: int) -> None:
+    data = with_three_negatives(10)  # 40 pairs, 10 distinct in0 (record i: [i] * (i % 4))
+    batches = list(iterate_batches(data, batch_size, torch.Generator().manual_seed(0), grouped=True))
+    assert sorted(torch.cat([b.labels for b in batches]).tolist()) == sorted(data.labels.tolist())
+    held = 0
+    for batch in batches:
+        for part in torch.tensor_split(torch.arange(len(batch)), parts):  # as processes slice a batch
+            if len(part) == 0:
+                continue
+            piece = batch.narrow(int(part[0]), len(part))
+            assert piece.in0_rows is not None and len(piece.in0_rows) == len(piece)
+            in0 = sequences_of(piece.in0)
+            assert [in0[r] for r in piece.in0_rows.tolist()] == [[i] * (i % 4) for i in piece.labels.tolist()]
+        assert batch.in0_rows is not None
+        held += len(batch.in0)
+        assert len(batch.in0) == len(set(batch.labels.tolist()))  # one copy per document in the batch
+    assert held < len(data)  # 40 pairs, far fewer in0 copies
 
 
 def test_empty_dataset_gives_no_batches() -> None:

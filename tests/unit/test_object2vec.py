@@ -189,6 +189,29 @@ def test_a_siamese_pair_is_encoded_in_one_forward_with_the_same_result() -> None
         torch.testing.assert_close(joint, model.mlp(model.comparator(a, b)), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("siamese", [False, True])
+@pytest.mark.parametrize("network", ["pooled_embedding", "hcnn", "bilstm"])
+def test_a_shared_in0_gives_the_outputs_and_gradients_of_repeated_copies(network: str, siamese: bool) -> None:
+    """A grouped batch holds each in0 once (in0_rows picks it per pair): the same outputs and the
+    same gradients as the batch with every copy, with the encoder run on 2 sequences instead of 4."""
+    tied = {"tied_token_embedding_weight": "true", "enc1_vocab_size": 30, "enc1_token_embedding_dim": 4}
+    model = make_model(enc0_network=network, enc0_layers=1, **(tied if siamese else {}))
+    in0, in1 = inputs()
+    lists = [in0.ids[int(o) : int(o) + int(n)].tolist() for o, n in zip(in0.offsets, in0.lengths, strict=True)]
+    rows = torch.tensor([0, 0, 1, 1])
+    distinct = Tokens.from_lists([lists[0], lists[2]])
+    repeated = Tokens.from_lists([lists[0], lists[0], lists[2], lists[2]])
+    outputs, gradients = [], []
+    for args in ((repeated, in1), (distinct, in1, rows)):
+        model.zero_grad()
+        out = model(*args)
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        gradients.append(model.token_embedding(0).weight.grad.clone())
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gradients[1], gradients[0], atol=1e-5, rtol=1e-5)
+
+
 def test_untied_transformers_are_two_copies_of_the_architecture() -> None:
     model = transformer_model()
     assert not model.siamese and isinstance(model.encoders[1], TransformerEncoder)

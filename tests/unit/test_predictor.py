@@ -105,6 +105,30 @@ def test_embeddings_come_from_the_named_encoder(
     assert not np.allclose(predictor.predict([{key: [1, 2, 3]}]).values[0], other)
 
 
+@pytest.mark.parametrize("which", ["softmax", "regression"])
+def test_repeated_sequences_are_encoded_once_with_the_same_scores(
+    which: str, softmax: Predictor, regression: Predictor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A document against every label (3 x 5 pairs): each distinct sequence goes through its
+    encoder once, and every pair scores as it does alone."""
+    predictor = {"softmax": softmax, "regression": regression}[which]
+    documents = [[1, 2, 3, 4], [7, 7], [900, 3, 5, 8, 13, 21, 34]]
+    labels = [[1], [2, 3], [3999], [], [5, 6, 7, 8, 9]]
+    instances = [{"in0": document, "in1": label} for document in documents for label in labels]
+    encoded = [0, 0]
+    encode = predictor.model.encode
+
+    def counting_encode(side: int, tokens: Tokens) -> torch.Tensor:
+        encoded[side] += len(tokens)
+        return encode(side, tokens)
+
+    monkeypatch.setattr(predictor.model, "encode", counting_encode)
+    result = predictor.predict(instances)
+    assert encoded == [len(documents), len(labels)]
+    for row, instance in zip(result.values, instances, strict=True):
+        assert np.allclose(row, reference_scores(predictor, instance["in0"], instance["in1"]), atol=1e-5)
+
+
 def test_unknown_keys_are_ignored(softmax: Predictor) -> None:
     plain = softmax.predict([{"in0": [1, 2]}]).values
     assert np.array_equal(softmax.predict([{"in0": [1, 2], "label": 1, "id": "x"}]).values, plain)

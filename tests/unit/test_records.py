@@ -161,6 +161,26 @@ def test_truncated_matches_python_slicing(max_len: int) -> None:
     assert sequences(TokenSequences.from_lists(SEQS).truncated(max_len)) == [s[:max_len] for s in SEQS]
 
 
+@pytest.mark.parametrize(
+    "lists",
+    [
+        [[5, 6], [1], [5, 6], [], [1], [5, 6, 7], []],  # variable lengths, repeats and empties
+        [[3], [1], [3], [3], [2]],  # one id each (users, items): the row-wise path
+        [[4, 1], [4, 2], [4, 1]],  # equal lengths
+        [[], [], []],  # all empty: one distinct
+        SEQS,  # all distinct: returned as is
+        [],
+    ],
+)
+def test_distinct_sequences_in_order_of_first_appearance(lists: list[list[int]]) -> None:
+    seqs = TokenSequences.from_lists(lists)
+    unique, inverse = seqs.distinct()
+    expected = list(dict.fromkeys(map(tuple, lists)))
+    assert [tuple(s) for s in sequences(unique)] == expected
+    assert inverse.dtype == torch.int64
+    assert [expected[i] for i in inverse.tolist()] == [tuple(s) for s in lists]
+
+
 def test_empty_collections() -> None:
     empty = TokenSequences.from_lists([])
     assert len(empty) == 0 and len(empty.truncated(1)) == 0

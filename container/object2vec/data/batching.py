@@ -16,6 +16,11 @@ An encoder called with Tokens that lack its view (serving, tests) builds it itse
 
 Batches are shuffled with a seeded generator; `bucket_width` groups records of similar lengths
 (training), and evaluation batches are bucketed by length too (`length_sorted_batches`).
+
+Grouped batches (`negative_sampling_grouped`, `grouped_batches`) keep the records that share one
+in0 sequence (a record and the negatives drawn for it) next to each other, and their batch holds
+that in0 once: `Batch.in0` then has one sequence per distinct in0 and `Batch.in0_rows` (B,) says
+which one each pair uses, so the in0 encoder runs once per document instead of once per pair.
 """
 
 from __future__ import annotations
@@ -206,9 +211,12 @@ class Tokens:
 
 @dataclass(frozen=True)
 class Batch:
-    in0: Tokens
+    in0: Tokens  # B sequences, or the D distinct ones of a grouped batch
     in1: Tokens
     labels: torch.Tensor  # (B,)
+    # Grouped batches: (B,) int64, the in0 sequence of each pair, non-decreasing (groups are
+    # contiguous); None: in0 holds one sequence per pair.
+    in0_rows: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -218,20 +226,41 @@ class Batch:
 
     def with_layouts(self, layouts: tuple[str, str]) -> Batch:
         """The views each side's encoder needs (see the module docstring), made once per batch."""
-        return Batch(self.in0.with_layout(layouts[0]), self.in1.with_layout(layouts[1]), self.labels)
+        return Batch(self.in0.with_layout(layouts[0]), self.in1.with_layout(layouts[1]), self.labels, self.in0_rows)
 
     def narrow(self, start: int, count: int) -> Batch:
-        return Batch(self.in0.narrow(start, count), self.in1.narrow(start, count), self.labels[start : start + count])
+        """Pairs start .. start + count - 1 (count >= 1)."""
+        end = start + count
+        if self.in0_rows is None:
+            return Batch(self.in0.narrow(start, count), self.in1.narrow(start, count), self.labels[start:end])
+        rows = self.in0_rows[start:end]
+        first, last = int(rows[0]), int(rows[-1])  # contiguous: the rows never decrease
+        return Batch(
+            self.in0.narrow(first, last - first + 1),
+            self.in1.narrow(start, count),
+            self.labels[start:end],
+            rows - first,
+        )
 
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
             return self
-        return Batch(self.in0.to(device), self.in1.to(device), self.labels.to(device, non_blocking=True))
+        rows = None if self.in0_rows is None else self.in0_rows.to(device, non_blocking=True)
+        return Batch(self.in0.to(device), self.in1.to(device), self.labels.to(device, non_blocking=True), rows)
 
 
-def make_batch(dataset: PairDataset, index: torch.Tensor) -> Batch:
+def make_batch(dataset: PairDataset, index: torch.Tensor, share_in0: bool = False) -> Batch:
+    """The pairs at `index`. share_in0: neighbours that hold the same in0 sequence (the same view
+    of the data: a record and its negatives) share one copy of it (Batch.in0_rows)."""
     labels = dataset.labels.index_select(0, index)
-    return Batch(Tokens.gather(dataset.in0, index), Tokens.gather(dataset.in1, index), labels)
+    in1 = Tokens.gather(dataset.in1, index)
+    if not share_in0 or len(index) == 0:
+        return Batch(Tokens.gather(dataset.in0, index), in1, labels)
+    offsets, lengths = dataset.in0.offsets[index], dataset.in0.lengths[index]  # (B,) each
+    new = torch.ones(len(index), dtype=torch.bool)  # (B,) where a group starts
+    new[1:] = (offsets[1:] != offsets[:-1]) | (lengths[1:] != lengths[:-1])
+    rows = torch.cumsum(new, 0) - 1  # (B,) index of the pair's in0 among the distinct ones
+    return Batch(Tokens.gather(dataset.in0, index[new]), in1, labels, rows)
 
 
 def group_batch_size(mini_batch_size: int, sharers: int, world_size: int) -> int:
@@ -245,11 +274,19 @@ def iterate_batches(
     batch_size: int,
     generator: torch.Generator | None = None,
     bucket_width: int = 0,
+    grouped: bool = False,
 ) -> Iterator[Batch]:
     """Batches over the whole dataset; shuffled when a generator is given, in order otherwise.
 
-    bucket_width > 0 groups records into length buckets first (see `bucket_batches`).
+    grouped: records that share an in0 sequence stay together and their in0 is held once (see
+    `grouped_order`; bucket_width does not apply). bucket_width > 0 groups records into length
+    buckets first (see `bucket_batches`).
     """
+    if grouped:
+        order = grouped_order(dataset, generator)
+        for start in range(0, len(dataset), batch_size):
+            yield make_batch(dataset, order[start : start + batch_size], share_in0=True)
+        return
     if bucket_width > 0:
         for index in bucket_batches(dataset, batch_size, bucket_width, generator):
             yield make_batch(dataset, index)
@@ -258,6 +295,23 @@ def iterate_batches(
     order = torch.randperm(count, generator=generator) if generator is not None else torch.arange(count)
     for start in range(0, count, batch_size):
         yield make_batch(dataset, order[start : start + batch_size])
+
+
+def grouped_order(dataset: PairDataset, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N,) record order in which the records that share an in0 view (the same offset and length
+    in the data: a record and the negatives `with_negatives` drew for it) are contiguous; groups in
+    a random order and records shuffled inside their group (with `generator`; fixed without)."""
+    count = len(dataset)
+    if count == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    in0 = dataset.in0
+    key = in0.offsets * (int(in0.lengths.max()) + 1) + in0.lengths  # (N,) equal for one in0 view
+    _, group = torch.unique(key, return_inverse=True)  # (N,) 0 .. G - 1
+    groups = int(group.max()) + 1
+    shuffle = generator is not None
+    rank = torch.randperm(groups, generator=generator) if shuffle else torch.arange(groups)  # (G,)
+    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    return order[torch.sort(rank[group[order]], stable=True).indices]
 
 
 def length_sorted_batches(dataset: PairDataset, batch_size: int) -> Iterator[Batch]:

@@ -77,6 +77,35 @@ class TokenSequences:
         values = self.values.numpy()[position < max_len]
         return TokenSequences.from_flat(values, np.minimum(lengths, max_len))
 
+    def distinct(self) -> tuple[TokenSequences, torch.Tensor]:
+        """The distinct sequences (in order of first appearance) and, for each of the N sequences,
+        the index of its distinct one: (D sequences, (N,) int64), so sequences[i] == distinct[inverse[i]]."""
+        fixed = self.fixed_length
+        if fixed is not None:  # ids of users or items, or sequences padded alike: a row-wise unique
+            rows = self.values[self.offsets[:, None] + torch.arange(max(fixed, 1))].numpy() if fixed else None
+            rows = rows if rows is not None else np.zeros((len(self), 1), np.int64)  # all empty: one distinct
+            _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        else:
+            values = self.values.numpy()
+            seen: dict[bytes, int] = {}
+            first_of: list[int] = []
+            inverse = np.empty(len(self), dtype=np.int64)
+            for i, (start, length) in enumerate(zip(self.offsets.tolist(), self.lengths.tolist(), strict=True)):
+                key = values[start : start + length].tobytes()
+                index = seen.setdefault(key, len(seen))
+                if index == len(first_of):
+                    first_of.append(i)
+                inverse[i] = index
+            first = np.asarray(first_of, dtype=np.int64)
+        if len(first) == len(self):
+            return self, torch.arange(len(self))
+        # Renumber the distinct sequences in order of first appearance (np.unique sorts them).
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        inverse = rank[inverse.reshape(-1)]
+        return self.select(torch.from_numpy(first[order])), torch.from_numpy(inverse)
+
     def select(self, index: torch.Tensor) -> TokenSequences:
         """The sequences at `index`, compacted."""
         lengths = self.lengths[index]

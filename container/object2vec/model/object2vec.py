@@ -89,13 +89,18 @@ class Object2VecModel(nn.Module):
         """Embeddings of single objects from encoder `index`: B sequences -> (B, enc_dim)."""
         return self.encoders[index](tokens)
 
-    def forward(self, in0: Tokens, in1: Tokens) -> torch.Tensor:
-        """Raw outputs: (B, num_classes) logits for softmax, (B, 1) values for regression."""
+    def forward(self, in0: Tokens, in1: Tokens, in0_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw outputs: (B, num_classes) logits for softmax, (B, 1) values for regression.
+
+        in0_rows (B,): in0 holds D distinct sequences and pair i uses in0_rows[i] (a grouped batch:
+        each document is encoded once for all its pairs); None: in0 has B sequences, one per pair."""
         if self.siamese:  # one encoder: both sides in one forward (half the kernel launches)
-            a, b = self.encode(0, Tokens.cat([in0, in1])).split(len(in0))  # (B, enc_dim) each
+            a, b = self.encode(0, Tokens.cat([in0, in1])).split([len(in0), len(in1)])  # (B or D, enc_dim), (B, enc_dim)
         else:
-            a = self.encode(0, in0)  # (B, enc_dim)
+            a = self.encode(0, in0)  # (B or D, enc_dim)
             b = self.encode(1, in1)  # (B, enc_dim)
+        if in0_rows is not None:
+            a = a.index_select(0, in0_rows)  # (D, enc_dim) -> (B, enc_dim); the backward sums per document
         return self.score_encodings(a, b)
 
     def score_encodings(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -105,5 +110,8 @@ class Object2VecModel(nn.Module):
 
     def predict(self, in0: Tokens, in1: Tokens) -> torch.Tensor:
         """Scores as served: softmax probabilities (B, num_classes) or values (B, 1)."""
-        out = self(in0, in1)
-        return torch.softmax(out, dim=1) if self.hp.is_classification else out
+        return self.scores(self(in0, in1))
+
+    def scores(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw outputs (B, output_dim) -> scores as served (softmax probabilities for classification)."""
+        return torch.softmax(raw, dim=1) if self.hp.is_classification else raw

@@ -253,9 +253,25 @@ class Predictor:
         return chunks
 
     def _forward_pairs(self, in0: TokenSequences, in1: TokenSequences) -> np.ndarray:
-        out = torch.empty((len(in0), self.hp.output_dim), dtype=torch.float32)
         if self.governor is not None:
             self.governor.tick()
+        (unique0, inverse0), (unique1, inverse1) = in0.distinct(), in1.distinct()
+        if len(unique0) == len(in0) and len(unique1) == len(in1):
+            return self._forward_distinct_pairs(in0, in1)
+        # A request that repeats sequences (a document against every label, a user against many
+        # items): each distinct sequence is encoded once, then the pairs are scored from the
+        # encodings, instead of encoding a sequence again for every pair it is in.
+        with torch.inference_mode():
+            a, b = self._encode(0, unique0), self._encode(1, unique1)  # (D0, enc_dim), (D1, enc_dim)
+            out = torch.empty((len(in0), self.hp.output_dim), dtype=torch.float32)
+            for start in range(0, len(in0), CHUNK_ROWS):
+                rows = slice(start, start + CHUNK_ROWS)
+                raw = self.model.score_encodings(a[inverse0[rows]].to(self.device), b[inverse1[rows]].to(self.device))
+                out[rows] = self.model.scores(raw).float().cpu()  # (B, output_dim)
+        return out.numpy()
+
+    def _forward_distinct_pairs(self, in0: TokenSequences, in1: TokenSequences) -> np.ndarray:
+        out = torch.empty((len(in0), self.hp.output_dim), dtype=torch.float32)
         with torch.inference_mode():
             for index in self._chunks([in0.lengths, in1.lengths], list(self.token_cost)):
                 sides = [
@@ -267,15 +283,19 @@ class Predictor:
         return out.numpy()
 
     def _forward_single(self, side: int, sequences: TokenSequences) -> np.ndarray:
-        out = torch.empty((len(sequences), self.hp.enc_dim), dtype=torch.float32)
         if self.governor is not None:
             self.governor.tick()
         with torch.inference_mode():
-            for index in self._chunks([sequences.lengths], [self.token_cost[side]]):
-                tokens = Tokens.gather(sequences, index).with_layout(self.model.layouts[side])
-                embeddings = self.model.encode(side, tokens.to(self.device))
-                out[index] = embeddings.float().cpu()  # (B, enc_dim)
-        return out.numpy()
+            return self._encode(side, sequences).numpy()
+
+    def _encode(self, side: int, sequences: TokenSequences) -> torch.Tensor:
+        """Encoder `side`'s embeddings (N, enc_dim), float32 on the CPU, encoded in chunks."""
+        out = torch.empty((len(sequences), self.hp.enc_dim), dtype=torch.float32)
+        for index in self._chunks([sequences.lengths], [self.token_cost[side]]):
+            tokens = Tokens.gather(sequences, index).with_layout(self.model.layouts[side])
+            embeddings = self.model.encode(side, tokens.to(self.device))
+            out[index] = embeddings.float().cpu()  # (B, enc_dim)
+        return out
 
 
 # Shows a wrong value briefly: a few levels and items of a nested list, never a RecursionError.

@@ -179,11 +179,12 @@ class Trainer:
             accumulator.sums = {k: v.to(self.device).double().clone() for k, v in self.resume.train_sums.items()}
         start = time.perf_counter()
         train = with_negatives(train, hp.negative_sampling_rate, self.generator)  # drawn afresh each epoch
+        grouped = hp.negative_sampling_grouped and hp.negative_sampling_rate > 0  # a record beside its negatives
         # Each process takes its slice of every global mini-batch; all stop after the same step.
         size = group_batch_size(hp.mini_batch_size, self.train_split.size, self.dist.world_size)
         stream = BatchStream(
             self.dist,
-            lambda: iterate_batches(train, size, self.generator, hp.bucket_width),
+            lambda: iterate_batches(train, size, self.generator, hp.bucket_width, grouped),
             self.train_split,
             self.stop,
             skip,
@@ -193,7 +194,7 @@ class Trainer:
             if governor is not None:
                 governor.tick()  # cheap: a clock read, and /proc/stat every ADJUST_SECONDS
             batch = batch.with_layouts(layouts).to(self.device)  # an encoder's packing, made once per batch
-            outputs = self.net(batch.in0, batch.in1)
+            outputs = self.net(batch.in0, batch.in1, batch.in0_rows)
             loss = compute_loss(outputs, batch.labels, hp.is_classification)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
