@@ -260,9 +260,17 @@ def partial(path: Path | None) -> Path | None:
 
 
 def train_and_score(
-    encoder: str, hp: dict, channels: dict, root: Path, data: Path, num_labels: int, counts: tuple[int, int]
+    encoder: str,
+    hp: dict,
+    channels: dict,
+    root: Path,
+    data: Path,
+    num_labels: int,
+    counts: tuple[int, int],
+    dev_only: bool = False,
 ) -> dict:
-    """Train one encoder; its validation-chosen decision rule and test metrics."""
+    """Train one encoder; its validation-chosen decision rule and test metrics (validation only
+    with dev_only: the test documents are not scored)."""
     base = common.make_opt_ml(root / f"model-{encoder}", hp, channels)
     print(f"[reuters] training {encoder} ...", file=sys.stderr, flush=True)
     run = common.train(base, timeout=common.LONG_TRAIN_TIMEOUT)
@@ -273,8 +281,15 @@ def train_and_score(
         sys.exit(f"prepare kept {len(val_docs)}/{len(test_docs)} of {counts[0]}/{counts[1]} documents")
     with common.timer() as t_predict:
         val_scores = score_pairs(predictor, val_docs, num_labels)
-        test_scores = score_pairs(predictor, test_docs, num_labels)
+        test_scores = None if dev_only else score_pairs(predictor, test_docs, num_labels)
     threshold, force_top, val_f1 = choose_rule(val_scores, val_truth)
+    if test_scores is None:
+        return {
+            "run": run,
+            "rule": {"threshold": threshold, "force_top": force_top, "validation_micro_f1": val_f1},
+            "validation_p_at_1": precision_at_1(val_scores, val_truth),
+            "predict_seconds": t_predict[0],
+        }
     return {
         "run": run,
         "test_truth": test_truth,
@@ -302,6 +317,11 @@ def main() -> None:
         type=json.loads,
         default={},
         help="JSON object of settings over the chosen ones, e.g. '{\"negative_sampling_rate\": 89}' (noted in rows)",
+    )
+    parser.add_argument(
+        "--dev-only",
+        action="store_true",
+        help="score the validation documents only, for choosing settings: no test scores, no rows, no peer",
     )
     args = parser.parse_args()
     encoders = [name for name in args.encoders.split(",") if name]
@@ -344,6 +364,7 @@ def main() -> None:
         "load_before": load,
         "ours": {},
     }
+    args.no_peer = args.no_peer or args.dev_only
     peer = None if args.no_peer else run_fasttext(train, validation, test, labels, root, cpus, args.quick)
     note = "skipped" if args.no_peer else common.NOT_INSTALLED
     peer_metrics = None
@@ -352,8 +373,19 @@ def main() -> None:
         hp = {**report["hyperparameters"], **BASE_HP, **ENCODER_HP[encoder], **(QUICK_HP if args.quick else {})}
         hp.update(args.hp)
         hp["enc1_vocab_size"] = len(labels)
-        ours = train_and_score(encoder, hp, channels, root, data, len(labels), (len(validation), len(test)))
+        counts = (len(validation), len(test))
+        ours = train_and_score(encoder, hp, channels, root, data, len(labels), counts, args.dev_only)
         run = ours.pop("run")
+        if args.dev_only:
+            rule = ours["rule"]
+            print(
+                f"[reuters] {encoder}: validation P@1 {ours['validation_p_at_1']:.4f}, micro-F1 "
+                f"{rule['validation_micro_f1']:.4f} (p >= {rule['threshold']:.2f}); train {run.seconds:.0f} s, "
+                f"best epoch {run.best_epoch()}, scoring {ours['predict_seconds']:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+            continue
         test_truth = ours.pop("test_truth")
         ours.update({"hyperparameters": hp, "seconds": run.seconds, "best_epoch": run.best_epoch()})
         details["ours"][encoder] = ours
