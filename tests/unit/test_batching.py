@@ -1,5 +1,6 @@
 """Flat batches (Tokens) against Python references: gather, the packed and padded views, narrow,
-and iterate_batches' coverage, seeded shuffling and length-sorted evaluation batches."""
+and iterate_batches' coverage, seeded shuffling, length-sorted evaluation batches, and batches
+that hold a repeated in0 once (grouped negatives, multi-label validation files)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from object2vec.data.batching import (
     Tokens,
     group_batch_size,
     grouped_order,
+    in0_views,
     iterate_batches,
     length_sorted_batches,
     make_batch,
@@ -145,7 +147,7 @@ def with_three_negatives(size: int) -> PairDataset:
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_grouped_order_keeps_a_record_beside_its_negatives(shuffle: bool) -> None:
     data = with_three_negatives(12)
-    order = grouped_order(data, torch.Generator().manual_seed(0) if shuffle else None)
+    order = grouped_order(in0_views(data), torch.Generator().manual_seed(0) if shuffle else None)
     assert sorted(order.tolist()) == list(range(len(data)))
     sources = data.labels[order].tolist()
     starts = [i for i in range(len(sources)) if i == 0 or sources[i] != sources[i - 1]]
@@ -186,8 +188,32 @@ def test_length_sorted_batches_cover_every_record_once_in_length_order() -> None
     assert sorted(labels) == list(range(23))
     lengths = [i % 4 for i in labels]
     assert lengths == sorted(lengths)  # similar lengths share a batch
+    for batch in batches:  # the empty in0 of records 0, 4, 8, ... is held once per batch
+        assert batch.in0_rows is not None
+        in0 = sequences_of(batch.in0)
+        assert [in0[row] for row in batch.in0_rows.tolist()] == [[i] * (i % 4) for i in batch.labels.tolist()]
+    assert sum(len(b.in0) for b in batches) == 23 - 6 + 2  # 6 empty sequences: once in each of 2 batches
+
+
+def test_evaluation_batches_hold_a_repeated_document_once() -> None:
+    """A multi-label validation file: every document against every label, document-major."""
+    documents = [[1, 2, 3], [4, 5, 6], [7], [1, 2, 3]]  # the last repeats the first
+    data = PairDataset(
+        in0=TokenSequences.from_lists([doc for doc in documents for _ in range(5)]),
+        in1=TokenSequences.from_lists([[label] for _ in documents for label in range(5)]),
+        labels=torch.arange(20),
+    )
+    batches = list(length_sorted_batches(data, 8))
+    assert sorted(torch.cat([b.labels for b in batches]).tolist()) == list(range(20))
     for batch in batches:
-        assert sequences_of(batch.in0) == [[i] * (i % 4) for i in batch.labels.tolist()]
+        assert batch.in0_rows is not None
+        in0 = sequences_of(batch.in0)
+        assert len(in0) == len({tuple(s) for s in in0})  # each document once per batch
+        assert [in0[row] for row in batch.in0_rows.tolist()] == [documents[i // 5] for i in batch.labels.tolist()]
+    # [7] x 5 + [1, 2, 3] x 3 | [1, 2, 3] x 7 + [4, 5, 6] | [4, 5, 6] x 4: 5 encodings for 20 pairs
+    assert sum(len(b.in0) for b in batches) == 5
+    distinct = PairDataset(TokenSequences.from_lists(SEQS), TokenSequences.from_lists([[1]] * 5), torch.arange(5))
+    assert next(length_sorted_batches(distinct, 5)).in0_rows is None  # nothing repeated: one in0 per pair
 
 
 def epoch_orders(seed: int, epochs: int) -> list[list[int]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -249,18 +250,43 @@ class Batch:
         return Batch(self.in0.to(device), self.in1.to(device), self.labels.to(device, non_blocking=True), rows)
 
 
-def make_batch(dataset: PairDataset, index: torch.Tensor, share_in0: bool = False) -> Batch:
-    """The pairs at `index`. share_in0: neighbours that hold the same in0 sequence (the same view
-    of the data: a record and its negatives) share one copy of it (Batch.in0_rows)."""
+def make_batch(dataset: PairDataset, index: torch.Tensor, in0_group: torch.Tensor | None = None) -> Batch:
+    """The pairs at `index`. in0_group (N,): records of one group hold the same in0 sequence, and
+    neighbours of one group in `index` share one copy of it (Batch.in0_rows)."""
     labels = dataset.labels.index_select(0, index)
     in1 = Tokens.gather(dataset.in1, index)
-    if not share_in0 or len(index) == 0:
+    if in0_group is None or len(index) == 0:
         return Batch(Tokens.gather(dataset.in0, index), in1, labels)
-    offsets, lengths = dataset.in0.offsets[index], dataset.in0.lengths[index]  # (B,) each
-    new = torch.ones(len(index), dtype=torch.bool)  # (B,) where a group starts
-    new[1:] = (offsets[1:] != offsets[:-1]) | (lengths[1:] != lengths[:-1])
+    group = in0_group[index]  # (B,)
+    new = torch.ones(len(index), dtype=torch.bool)  # (B,) where a run of one group starts
+    new[1:] = group[1:] != group[:-1]
     rows = torch.cumsum(new, 0) - 1  # (B,) index of the pair's in0 among the distinct ones
     return Batch(Tokens.gather(dataset.in0, index[new]), in1, labels, rows)
+
+
+def in0_views(dataset: PairDataset) -> torch.Tensor:
+    """(N,) int64 group of each record: records that read the same in0 view of the data (the same
+    offset and length: a record and the negatives `with_negatives` drew for it) share one."""
+    in0 = dataset.in0
+    if len(dataset) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    key = in0.offsets * (int(in0.lengths.max()) + 1) + in0.lengths  # (N,) equal for one in0 view
+    return torch.unique(key, return_inverse=True)[1]
+
+
+# The last evaluation dataset's distinct in0 sequences: the trainer scores the same validation
+# data every epoch. A weak reference, so the memo never keeps a dataset alive.
+_distinct_memo: tuple[weakref.ref[PairDataset], torch.Tensor | None] | None = None
+
+
+def repeated_in0(dataset: PairDataset) -> torch.Tensor | None:
+    """(N,) int64 the distinct in0 sequence (by content) of each record, or None when no two
+    records share one. A multi-label validation file pairs every document with every label."""
+    global _distinct_memo
+    if _distinct_memo is None or _distinct_memo[0]() is not dataset:
+        unique, inverse = dataset.in0.distinct()
+        _distinct_memo = (weakref.ref(dataset), inverse if len(unique) < len(dataset) else None)
+    return _distinct_memo[1]
 
 
 def group_batch_size(mini_batch_size: int, sharers: int, world_size: int) -> int:
@@ -283,9 +309,10 @@ def iterate_batches(
     buckets first (see `bucket_batches`).
     """
     if grouped:
-        order = grouped_order(dataset, generator)
+        group = in0_views(dataset)
+        order = grouped_order(group, generator)
         for start in range(0, len(dataset), batch_size):
-            yield make_batch(dataset, order[start : start + batch_size], share_in0=True)
+            yield make_batch(dataset, order[start : start + batch_size], group)
         return
     if bucket_width > 0:
         for index in bucket_batches(dataset, batch_size, bucket_width, generator):
@@ -297,16 +324,12 @@ def iterate_batches(
         yield make_batch(dataset, order[start : start + batch_size])
 
 
-def grouped_order(dataset: PairDataset, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(N,) record order in which the records that share an in0 view (the same offset and length
-    in the data: a record and the negatives `with_negatives` drew for it) are contiguous; groups in
-    a random order and records shuffled inside their group (with `generator`; fixed without)."""
-    count = len(dataset)
+def grouped_order(group: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(N,) record order in which the records of each group (`in0_views`) are contiguous: groups
+    in a random order and records shuffled inside their group (with `generator`; fixed without)."""
+    count = len(group)
     if count == 0:
         return torch.zeros(0, dtype=torch.int64)
-    in0 = dataset.in0
-    key = in0.offsets * (int(in0.lengths.max()) + 1) + in0.lengths  # (N,) equal for one in0 view
-    _, group = torch.unique(key, return_inverse=True)  # (N,) 0 .. G - 1
     groups = int(group.max()) + 1
     shuffle = generator is not None
     rank = torch.randperm(groups, generator=generator) if shuffle else torch.arange(groups)  # (G,)
@@ -316,11 +339,17 @@ def grouped_order(dataset: PairDataset, generator: torch.Generator | None = None
 
 def length_sorted_batches(dataset: PairDataset, batch_size: int) -> Iterator[Batch]:
     """Every record once, in batches of records of similar lengths (for evaluation: the metrics
-    are sums, so the order does not matter, and similar lengths keep padded or packed steps short)."""
+    are sums, so the order does not matter, and similar lengths keep padded or packed steps short).
+    Records that repeat an in0 (a document against every label) sit together and share it."""
     key = dataset.in0.lengths * (int(dataset.in1.lengths.max()) + 1 if len(dataset) else 1) + dataset.in1.lengths
+    group = repeated_in0(dataset) if len(dataset) else None
+    if group is not None:  # by in0 length, then the in0 itself, then in1 length
+        key = (dataset.in0.lengths * (int(group.max()) + 1) + group) * (
+            int(dataset.in1.lengths.max()) + 1
+        ) + dataset.in1.lengths
     order = torch.sort(key, stable=True).indices  # (N,) by in0 length, then in1 length
     for start in range(0, len(dataset), batch_size):
-        yield make_batch(dataset, order[start : start + batch_size])
+        yield make_batch(dataset, order[start : start + batch_size], group)
 
 
 def bucket_batches(

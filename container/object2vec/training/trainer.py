@@ -222,7 +222,7 @@ class Trainer:
             if self.governor is not None:
                 self.governor.tick()
             batch = batch.with_layouts(layouts).to(self.device)
-            accumulator.add(self.model(batch.in0, batch.in1), batch.labels)
+            accumulator.add(self.model(batch.in0, batch.in1, batch.in0_rows), batch.labels)
         self.dist.all_reduce_(accumulator)  # each process scored its shard
         return accumulator.result()
 
