@@ -67,7 +67,9 @@ BASE_HP = {
 # Settings of each encoder, chosen on validation (see results_notes.md).
 ENCODER_HP: dict[str, dict[str, object]] = {
     "pooled_embedding": {"enc0_network": "pooled_embedding"},
-    "hcnn": {"enc0_network": "hcnn", "enc0_layers": 2, "enc0_cnn_filter_width": 3},
+    # Grouped negatives: each document encoded once per batch for itself and its 48 negatives (an
+    # epoch in ~30 s instead of ~45 minutes on one core); validation P@1 0.925, micro-F1 0.849.
+    "hcnn": {"enc0_network": "hcnn", "enc0_layers": 2, "enc0_cnn_filter_width": 3, "negative_sampling_grouped": True},
     "bilstm": {"enc0_network": "bilstm", "enc0_layers": 1},
 }
 QUICK_HP = {
