@@ -228,6 +228,7 @@ def test_negative_sampling_separates_true_pairs_from_random_ones(tmp_path: Path,
         assert accuracy < 0.3  # predicts "positive" for (nearly) everything
     else:
         assert "Negative sampling: 3 negative(s) per training record" in log
+        assert ("its in0 encoded once for all of them" in log) is grouped
         assert accuracy > 0.85
 
 

@@ -110,3 +110,5 @@ def test_description_flags_regression_and_many_classes() -> None:
     assert "label 0" in describe_negative_sampling(2, True, 2)
     assert "0.0" in describe_negative_sampling(2, False, 2)
     assert "class 0 must be the 'unrelated' class" in describe_negative_sampling(2, True, 3)
+    assert "in0 encoded once" in describe_negative_sampling(2, True, 2, grouped=True)
+    assert "in0 encoded once" not in describe_negative_sampling(2, True, 2)

@@ -145,12 +145,14 @@ def _index_of(dataset: PairDataset) -> PairIndex:
     return _memo[1]
 
 
-def describe_negative_sampling(rate: int, classification: bool, num_classes: int) -> str:
+def describe_negative_sampling(rate: int, classification: bool, num_classes: int, grouped: bool = False) -> str:
     """The log line that says what the negatives are, including the cases to double-check."""
     text = (
         f"Negative sampling: {rate} negative(s) per training record, drawn afresh each epoch from the distinct "
         "in1 values (never a pair that occurs in the data), label 0"
     )
+    if grouped:
+        text += "; each record beside its negatives in a mini-batch, its in0 encoded once for all of them"
     if not classification:
         return text + " (regression: the value 0.0 marks an unlikely pair)"
     if num_classes > 2:

@@ -107,7 +107,12 @@ def train_with(
     if init_model is not None:
         initialise_from_model(model, hp, init_model)  # after the embedding files: a matching table wins
     if hp.negative_sampling_rate:
-        logger.info("%s", describe_negative_sampling(hp.negative_sampling_rate, hp.is_classification, hp.num_classes))
+        logger.info(
+            "%s",
+            describe_negative_sampling(
+                hp.negative_sampling_rate, hp.is_classification, hp.num_classes, hp.negative_sampling_grouped
+            ),
+        )
     store = CheckpointStore(env.checkpoint_dir, env.current_host) if env.checkpoint_dir.is_dir() else None
     checkpointer = Checkpointer(store, dist, hp.to_dict())
     trainer = Trainer(
