@@ -17,10 +17,11 @@ An encoder called with Tokens that lack its view (serving, tests) builds it itse
 Batches are shuffled with a seeded generator; `bucket_width` groups records of similar lengths
 (training), and evaluation batches are bucketed by length too (`length_sorted_batches`).
 
-Grouped batches (`negative_sampling_grouped`, `grouped_batches`) keep the records that share one
-in0 sequence (a record and the negatives drawn for it) next to each other, and their batch holds
-that in0 once: `Batch.in0` then has one sequence per distinct in0 and `Batch.in0_rows` (B,) says
-which one each pair uses, so the in0 encoder runs once per document instead of once per pair.
+Grouped batches (`negative_sampling_grouped`: `iterate_batches(grouped=True)`) keep the records
+that share one in0 sequence (a record and the negatives drawn for it) next to each other, and their
+batch holds that in0 once: `Batch.in0` then has one sequence per distinct in0 and `Batch.in0_rows`
+(B,) says which one each pair uses, so the in0 encoder runs once per document instead of once per
+pair. Evaluation batches do the same for an in0 repeated in the data (`repeated_in0`).
 """
 
 from __future__ import annotations
