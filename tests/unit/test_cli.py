@@ -18,6 +18,7 @@ import pytest
 from object2vec import cli, errors
 from object2vec.environment import TrainingEnvironment
 from object2vec.errors import AlgorithmError, ClientError, TrainingStopped
+from object2vec.threads import SPIN_COUNT_ENV, WAIT_POLICY_ENV
 
 
 @pytest.fixture
@@ -34,6 +35,19 @@ def base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         root.setLevel(level)
         for signum, handler in signals.items():
             signal.signal(signum, handler)
+
+
+@pytest.fixture(autouse=True)
+def thread_environment_kept() -> Iterator[None]:
+    """main() states the OpenMP wait policy in os.environ (for the torch it loads next): put it
+    back afterwards, so no later test of the session inherits it."""
+    saved = {name: os.environ.get(name) for name in (WAIT_POLICY_ENV, SPIN_COUNT_ENV)}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
