@@ -2,9 +2,9 @@
 negatives, `negative_sampling_grouped=true`) against shuffled ones (every pair encodes its document),
 through the real Trainer, epochs alternating in one process, one torch thread.
 
-Shape (Reuters' multi-label use case, reuters.py's model): --documents documents of uniformly
-40..256 ids from a 30,000-token vocabulary, each with 1 or 2 of 90 labels (a pooled label id);
-negative_sampling_rate 48; token_embedding_dim 128, enc_dim 128, MLP 256 relu, adam, batch 1024.
+Shape (Reuters' multi-label use case, reuters.py's chosen model: token_embedding_dim 128,
+enc_dim 128, MLP 256 relu, adam, batch 1024, negative_sampling_rate 48): --documents documents of
+uniformly 40..256 ids from a 30,000-token vocabulary, each with 1 or 2 of 90 labels.
 An epoch is documents x ~1.5 labels x 49 pairs. The ratio is shuffled / grouped seconds (the median
 over the epoch pairs).
 
@@ -26,7 +26,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "container") not in sys.path:
     sys.path.insert(0, str(ROOT / "container"))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (reuters imports object2vec)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import reuters  # noqa: E402
 
 ENCODERS = ("pooled_embedding", "hcnn", "bilstm")
 VOCAB, LABELS, RATE = 30_000, 90, 48
@@ -57,27 +60,8 @@ def trainer_epoch(encoder: str, grouped: bool, dataset):  # noqa: ANN001, ANN201
     from object2vec.training.signals import StopSignal
     from object2vec.training.trainer import Trainer
 
-    hp = Hyperparameters.from_dict(
-        {
-            "enc0_network": encoder,
-            "enc0_vocab_size": VOCAB,
-            "enc0_max_seq_len": 256,
-            "enc0_token_embedding_dim": 128,
-            "enc0_layers": 2 if encoder == "hcnn" else 1,
-            "enc1_network": "pooled_embedding",
-            "enc1_vocab_size": LABELS,
-            "enc1_max_seq_len": 1,
-            "enc1_token_embedding_dim": 128,
-            "enc_dim": 128,
-            "mlp_layers": 1,
-            "mlp_dim": 256,
-            "mlp_activation": "relu",
-            "mini_batch_size": 1024,
-            "negative_sampling_rate": RATE,
-            "negative_sampling_grouped": str(grouped).lower(),
-            "epochs": 1,
-        }
-    )
+    changes = {"negative_sampling_grouped": grouped, "negative_sampling_rate": RATE, "epochs": 1}
+    hp = Hyperparameters.from_dict(reuters.model_hyperparameters(encoder, VOCAB, LABELS, **changes))
     torch.manual_seed(0)
     trainer = Trainer(Object2VecModel(hp), hp, torch.device("cpu"), "bench", StopSignal())
 
@@ -98,9 +82,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import common
 
     torch.set_num_threads(1)
     dataset = multilabel_dataset(args.documents)

@@ -8,9 +8,9 @@ encoding both sides of every pair (its path for requests whose pairs are all dis
 used for every request before), in the same process, alternating, one torch thread, and checks
 that both give the same scores.
 
-Shapes are Reuters' (reuters.py): enc0 = the document encoder (max_seq_len 256, 128-d tokens),
-enc1 = a pooled label id, enc_dim 128, MLP 256; documents of 40-256 tokens; untrained weights
-(speed does not depend on them).
+The model is reuters.py's chosen one (enc0 = the document encoder, max_seq_len 256, 128-d tokens;
+enc1 = a pooled label id; enc_dim 128, MLP 256), untrained (speed does not depend on the weights);
+documents of 40-256 ids from a 30,000-token vocabulary.
 
     PYTHONPATH=container python benchmarks/repeated_pairs.py [--documents 100] [--labels 90]
 """
@@ -30,6 +30,7 @@ if str(ROOT / "container") not in sys.path:
     sys.path.insert(0, str(ROOT / "container"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import reuters  # noqa: E402
 
 ENCODERS = ("pooled_embedding", "hcnn", "bilstm")
 VOCAB = 30_000
@@ -40,24 +41,7 @@ def reuters_like_predictor(encoder: str, labels: int):  # noqa: ANN201 - Predict
     from object2vec.model.object2vec import Object2VecModel
     from object2vec.serving.predictor import Predictor
 
-    hp = Hyperparameters.from_dict(
-        {
-            "enc0_network": encoder,
-            "enc0_vocab_size": VOCAB,
-            "enc0_max_seq_len": 256,
-            "enc0_token_embedding_dim": 128,
-            "enc0_layers": 2 if encoder == "hcnn" else 1,
-            "enc1_network": "pooled_embedding",
-            "enc1_vocab_size": labels,
-            "enc1_max_seq_len": 1,
-            "enc1_token_embedding_dim": 128,
-            "enc_dim": 128,
-            "mlp_layers": 1,
-            "mlp_dim": 256,
-            "output_layer": "softmax",
-            "num_classes": 2,
-        }
-    )
+    hp = Hyperparameters.from_dict(reuters.model_hyperparameters(encoder, VOCAB, labels))
     return Predictor(Object2VecModel(hp), hp)
 
 

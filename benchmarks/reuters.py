@@ -75,6 +75,14 @@ ENCODER_HP: dict[str, dict[str, object]] = {
     "hcnn": {"enc0_network": "hcnn", "enc0_layers": 2, "enc0_cnn_filter_width": 3},
     "bilstm": {"enc0_network": "bilstm", "enc0_layers": 1},
 }
+
+
+def model_hyperparameters(encoder: str, vocab: int, labels: int, **changes: object) -> dict[str, object]:
+    """The chosen model of `encoder` for a vocabulary of `vocab` tokens and `labels` labels: what
+    the speed benchmarks of this use case (grouped_negatives.py, repeated_pairs.py) build."""
+    return {**BASE_HP, **ENCODER_HP[encoder], "enc0_vocab_size": vocab, "enc1_vocab_size": labels, **changes}
+
+
 QUICK_HP = {
     "epochs": 2,
     "enc_dim": 16,
