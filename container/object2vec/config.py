@@ -122,6 +122,10 @@ class Hyperparameters:
     dropout: float = 0.0
     comparator_list: tuple[str, ...] = COMPARATORS  # order sets the sub-vector order
     tied_token_embedding_weight: bool = False  # two transformers: one shared encoder (siamese)
+    # An extension: one encoder (network, weights and token table) for both sides: a siamese model,
+    # for pairs of the same kind of object (two sentences), whose enc0 embeddings are then compared
+    # with each other as they were trained to be. Needs enc1's settings equal to enc0's.
+    tied_encoders: bool = False
     # The pretrained transformer's parameters learn at learning_rate x this (0.1: 4e-5 with the
     # default 0.0004, a usual fine-tuning rate), ramped up linearly over the first warm-up steps.
     transformer_learning_rate_multiplier: float = 0.1
@@ -391,6 +395,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "dropout": (_float_in(0.0, 1.0), 0.0),
     "comparator_list": (_comparators, COMPARATORS),
     "tied_token_embedding_weight": (_as_bool, False),
+    "tied_encoders": (_as_bool, False),
     "transformer_learning_rate_multiplier": (_float_in(0.0, 100.0), 0.1),
     "transformer_warmup_steps": (_int_in(0, 1_000_000), 0),
     "init_model": (_aux_folder_name, ""),
@@ -547,7 +552,19 @@ class _Parser:
 
     def check_combinations(self, hp: Hyperparameters) -> Hyperparameters:
         self.check_transformers(hp)
-        if hp.tied_token_embedding_weight:
+        if hp.tied_encoders:
+            # max_seq_len may differ: each side's sequences are truncated when read, before the encoder.
+            differ = [
+                f"{name} (enc0 {getattr(hp.enc0, name)!r}, enc1 {getattr(hp.enc1, name)!r})"
+                for name in ENCODER_FIELDS
+                if name != "max_seq_len" and getattr(hp.enc0, name) != getattr(hp.enc1, name)
+            ]
+            if differ:
+                self.problem(
+                    "tied_encoders=true makes one encoder of enc0 and enc1, so they need equal settings "
+                    f"(enc1_network=enc0 copies them), but these differ: {'; '.join(differ)}"
+                )
+        elif hp.tied_token_embedding_weight:
             differ = [
                 f"{name} (enc0 {getattr(hp.enc0, name)}, enc1 {getattr(hp.enc1, name)})"
                 for name in ("vocab_size", "token_embedding_dim")

@@ -186,6 +186,27 @@ def test_tied_weights_share_one_saved_table(tmp_path: Path) -> None:
         assert not torch.equal(loaded.encode(0, tokens), loaded.encode(1, tokens))
 
 
+def test_tied_encoders_train_one_siamese_encoder(tmp_path: Path) -> None:
+    """tied_encoders: one hcnn for both sides, pretrained rows frozen in its one table, the saved
+    model holds it once, and the loaded model embeds alike from either side."""
+    hp = pretrained_hp(tied_encoders="true", enc0_network="hcnn", enc0_layers="1", epochs="2")
+    base = make_opt_ml(tmp_path, **hp)
+    vectors = pretrained_vectors()
+    add_auxiliary(base, {"vocab.json": vocab_json(), "glove.txt.gz": gzip.compress(glove_text(vectors))})
+    log = ok(run_train(base))
+    assert "(tied: one table shared with enc0)" in log
+    loaded = load_model(base / "model").model
+    assert loaded.siamese and loaded.hp.tied_encoders
+    assert torch.equal(loaded.token_embedding(0).weight[PRETRAINED_IDS], torch.from_numpy(vectors))
+    with safe_open(str(base / "model" / WEIGHTS_FILE), "pt") as weights:
+        names = list(weights.keys())  # noqa: SIM118
+    assert any(name.startswith("encoders.0.") for name in names), names
+    assert not any(name.startswith("encoders.1.") for name in names), names
+    tokens = Tokens.from_lists([[1, 2, 3], [7]])
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(0, tokens), loaded.encode(1, tokens))
+
+
 def topic_pairs(rng: np.random.Generator, count: int, same_topic: bool) -> list[dict[str, object]]:
     """Token t belongs to topic t // 10 (10 topics); a true pair draws both sides from one topic."""
     records = []

@@ -145,6 +145,11 @@ def test_all_problems_reported_in_one_message() -> None:
             },
             "these differ: vocab_size (enc0 100, enc1 9)",
         ),
+        (
+            {"tied_encoders": "true", "enc1_network": "bilstm", "enc1_max_seq_len": "5", "enc1_vocab_size": "100"},
+            "tied_encoders=true makes one encoder of enc0 and enc1, so they need equal settings (enc1_network=enc0 "
+            "copies them), but these differ: network (enc0 'hcnn', enc1 'bilstm'); layers (enc0 4, enc1 1)",
+        ),
         ({"token_embedding_storage_type": "row_sparse", "optimizer": "rmsprop"}, "use one of adam, adagrad, sgd"),
         ({"enc0_pretrained_embedding_file": "glove.txt"}, "needs enc0_vocab_file"),
         ({"enc0_vocab_file": "../etc/passwd"}, "is not a plain file name"),
@@ -158,6 +163,14 @@ def test_invalid_combinations(extra: dict[str, str], expected: str) -> None:
     with pytest.raises(ClientError) as err:
         Hyperparameters.from_dict({**REQUIRED, **extra})
     assert expected in str(err.value)
+
+
+def test_tied_encoders_accept_their_own_max_seq_len() -> None:
+    """Each side is truncated when read, so one shared encoder can read two lengths."""
+    hp = Hyperparameters.from_dict(
+        {**REQUIRED, "tied_encoders": "true", "enc1_network": "hcnn", "enc1_vocab_size": "100", "enc1_max_seq_len": "4"}
+    )
+    assert hp.tied_encoders and (hp.enc0.max_seq_len, hp.enc1.max_seq_len) == (10, 4)
 
 
 def test_row_sparse_switches_bucketing_off() -> None:

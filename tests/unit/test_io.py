@@ -144,6 +144,19 @@ def test_tied_embedding_is_still_shared_after_reload(tmp_path: Path) -> None:
     assert len(embedding_keys) == 1  # stored once
 
 
+@pytest.mark.parametrize("network", ["hcnn", "bilstm"])
+def test_tied_encoders_are_still_one_encoder_after_reload(tmp_path: Path, network: str) -> None:
+    model = make_model(enc0_network=network, enc0_layers=1, tied_encoders="true").eval()
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path).model
+    assert loaded.siamese and loaded.hp.tied_encoders
+    with safe_open(str(tmp_path / WEIGHTS_FILE), framework="pt") as f:
+        assert not [key for key in f.keys() if key.startswith("encoders.1.")]  # noqa: SIM118 (stored once)
+    tokens = Tokens.from_lists([[1, 2, 3], [4]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(tokens, tokens), model(tokens, tokens))
+
+
 def test_model_config_content(tmp_path: Path) -> None:
     model = make_model(**VARIANTS["bilstm+hcnn"])
     save_model(model, tmp_path, info={"training": {"best_epoch": 2}})

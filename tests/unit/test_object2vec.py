@@ -110,6 +110,22 @@ def test_enc1_network_enc0_copies_settings_not_weights() -> None:
     assert type(model.encoders[0]) is type(model.encoders[1])
 
 
+@pytest.mark.parametrize("network", ["pooled_embedding", "hcnn", "bilstm"])
+def test_tied_encoders_are_one_siamese_encoder(network: str) -> None:
+    model = make_model(enc0_network=network, enc0_layers=1, tied_encoders="true")
+    untied = make_model(enc0_network=network, enc0_layers=1)
+    assert model.siamese and model.encoders[0] is model.encoders[1]
+    assert model.token_embedding(0) is model.token_embedding(1)
+    encoder_size = sum(p.numel() for p in untied.encoders[1].parameters())
+    size = sum(p.numel() for p in model.parameters())  # a shared tensor counts once
+    assert size == sum(p.numel() for p in untied.parameters()) - encoder_size
+    # Both sides go through the one encoder: the model's output is that of enc0 on either side.
+    in0, in1 = inputs()
+    with torch.no_grad():
+        expected = model.score_encodings(model.encode(0, in0), model.encode(0, in1))
+        torch.testing.assert_close(model(in0, in1), expected)
+
+
 @pytest.mark.parametrize(
     ("enc0", "enc1", "layouts"), [("hcnn", "bilstm", ("flat", "packed")), ("bilstm", "enc0", ("packed", "packed"))]
 )
@@ -189,13 +205,16 @@ def test_a_siamese_pair_is_encoded_in_one_forward_with_the_same_result() -> None
         torch.testing.assert_close(joint, model.mlp(model.comparator(a, b)), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("siamese", [False, True])
+TYING = {"none": {}, "table": {"tied_token_embedding_weight": "true"}, "siamese": {"tied_encoders": "true"}}
+
+
+@pytest.mark.parametrize("tying", TYING)
 @pytest.mark.parametrize("network", ["pooled_embedding", "hcnn", "bilstm"])
-def test_a_shared_in0_gives_the_outputs_and_gradients_of_repeated_copies(network: str, siamese: bool) -> None:
+def test_a_shared_in0_gives_the_outputs_and_gradients_of_repeated_copies(network: str, tying: str) -> None:
     """A grouped batch holds each in0 once (in0_rows picks it per pair): the same outputs and the
     same gradients as the batch with every copy, with the encoder run on 2 sequences instead of 4."""
-    tied = {"tied_token_embedding_weight": "true", "enc1_vocab_size": 30, "enc1_token_embedding_dim": 4}
-    model = make_model(enc0_network=network, enc0_layers=1, **(tied if siamese else {}))
+    model = make_model(enc0_network=network, enc0_layers=1, **TYING[tying])
+    assert model.siamese == (tying == "siamese")
     in0, in1 = inputs()
     lists = [in0.ids[int(o) : int(o) + int(n)].tolist() for o, n in zip(in0.offsets, in0.lengths, strict=True)]
     rows = torch.tensor([0, 0, 1, 1])

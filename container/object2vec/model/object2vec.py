@@ -52,13 +52,13 @@ class Object2VecModel(nn.Module):
         sparse = hp.token_embedding_storage_type == "row_sparse"
         tables = [
             None if enc.is_transformer else make_token_embedding(enc.vocab_size, enc.token_embedding_dim, sparse)
-            for enc in (hp.enc0, hp.enc1)[: 1 if hp.tied_token_embedding_weight else 2]
+            for enc in (hp.enc0, hp.enc1)[: 1 if hp.tied_token_embedding_weight or hp.tied_encoders else 2]
         ]
         # Tied weights: one table, shared by both encoders (equal sizes are checked in config);
-        # two transformers share the whole encoder (siamese), their token embedding being inside it.
+        # tied_encoders, or two tied transformers, share the whole encoder (siamese).
         emb0, emb1 = tables[0], tables[-1]
         enc0 = self._encoder(0, emb0)
-        siamese = hp.tied_token_embedding_weight and hp.enc1.is_transformer
+        siamese = hp.tied_encoders or (hp.tied_token_embedding_weight and hp.enc1.is_transformer)
         self.encoders = nn.ModuleList([enc0, enc0 if siamese else self._encoder(1, emb1)])
         self.comparator = Comparator(hp.comparator_list, hp.enc_dim)
         self.mlp = make_mlp(self.comparator.output_dim, hp)
@@ -74,7 +74,7 @@ class Object2VecModel(nn.Module):
 
     @property
     def siamese(self) -> bool:
-        """One encoder object for both sides (tied transformers)."""
+        """One encoder object for both sides (tied_encoders, or tied transformers)."""
         return self.encoders[0] is self.encoders[1]
 
     def token_embedding(self, index: int) -> nn.Embedding:
