@@ -33,7 +33,9 @@ NETWORKS = ("hcnn", "bilstm", "pooled_embedding", TRANSFORMER)
 ENC1_NETWORKS = ("enc0", *NETWORKS)
 OPTIMIZERS = ("adadelta", "adagrad", "adam", "sgd", "rmsprop")
 SPARSE_OPTIMIZERS = ("adam", "adagrad", "sgd")
-COMPARATORS = ("hadamard", "concat", "abs_diff")
+COMPARATORS = ("hadamard", "concat", "abs_diff")  # the original's, and the default list
+# An extension: the cosine of the two encodings, one value (model/comparator.py).
+ALLOWED_COMPARATORS = (*COMPARATORS, "cosine")
 MLP_ACTIVATIONS = ("tanh", "relu", "linear")
 OUTPUT_LAYERS = ("softmax", "mean_squared_error")
 STORAGE_TYPES = ("dense", "row_sparse")
@@ -352,10 +354,12 @@ def _comparators(value: Any) -> tuple[str, ...]:
         raise ValueError("must be a comma-separated list")
     items = [item for item in items if item]
     if not items:
-        raise ValueError(f"is empty: list one or more of {', '.join(COMPARATORS)}")
-    bad = [item for item in items if item not in COMPARATORS]
+        raise ValueError(f"is empty: list one or more of {', '.join(ALLOWED_COMPARATORS)}")
+    bad = [item for item in items if item not in ALLOWED_COMPARATORS]
     if bad:
-        raise ValueError(f"has unknown comparator(s) {', '.join(bad)}: allowed values are {', '.join(COMPARATORS)}")
+        raise ValueError(
+            f"has unknown comparator(s) {', '.join(bad)}: allowed values are {', '.join(ALLOWED_COMPARATORS)}"
+        )
     if len(set(items)) != len(items):
         raise ValueError("lists a comparator twice")
     return tuple(items)

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from object2vec.model.comparator import WIDTHS, Comparator
+from object2vec.model.comparator import Comparator, comparator_width
 
 A = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]])
 B = torch.tensor([[4.0, 5.0, -6.0], [0.5, 2.0, 1.0]])
@@ -15,6 +15,7 @@ PARTS = {
     "hadamard": [torch.tensor([[4.0, -10.0, -18.0], [0.25, 0.0, -1.0]])],
     "concat": [A, B],
     "abs_diff": [torch.tensor([[3.0, 7.0, 9.0], [0.0, 2.0, 2.0]])],
+    "cosine": [torch.tensor([[-24.0 / (14.0**0.5 * 77.0**0.5)], [-0.75 / (1.25**0.5 * 5.25**0.5)]])],
 }
 ORDERS = [order for size in (1, 2, 3) for order in itertools.permutations(PARTS, size)]
 
@@ -30,11 +31,27 @@ def test_sub_vectors_follow_comparator_list_order(order: tuple[str, ...]) -> Non
 
 @pytest.mark.parametrize(
     ("order", "width"),
-    [(("hadamard",), 8), (("concat",), 16), (("abs_diff",), 8), (("hadamard", "concat", "abs_diff"), 32)],
+    [
+        (("hadamard",), 8),
+        (("concat",), 16),
+        (("abs_diff",), 8),
+        (("cosine",), 1),
+        (("hadamard", "concat", "abs_diff"), 32),
+        (("hadamard", "cosine"), 9),
+    ],
 )
 def test_output_width(order: tuple[str, ...], width: int) -> None:
     assert Comparator(order, enc_dim=8).output_dim == width
-    assert sum(WIDTHS[op] for op in order) * 8 == width
+    assert sum(comparator_width(op, 8) for op in order) == width
+
+
+def test_cosine_ignores_scale_and_is_zero_for_an_all_zero_encoding() -> None:
+    cosine = Comparator(("cosine",), 3)
+    torch.testing.assert_close(cosine(A * 7.0, B * 0.1), cosine(A, B))
+    a = torch.zeros(1, 3, requires_grad=True)
+    out = cosine(a, B[:1])
+    out.sum().backward()
+    assert out.item() == 0.0 and torch.isfinite(a.grad).all()
 
 
 def test_abs_diff_is_symmetric_and_concat_is_not() -> None:

@@ -5,15 +5,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# How many enc_dim-wide sub-vectors each operator contributes.
+# How many enc_dim-wide sub-vectors each operator contributes; cosine (an extension) adds one value.
 WIDTHS = {"hadamard": 1, "concat": 2, "abs_diff": 1}
+SCALARS = {"cosine": 1}
+COSINE_EPS = 1e-8  # an all-zero encoding (an empty sequence) has cosine 0 with anything
+
+
+def comparator_width(operator: str, enc_dim: int) -> int:
+    return SCALARS[operator] if operator in SCALARS else WIDTHS[operator] * enc_dim
 
 
 class Comparator(nn.Module):
     def __init__(self, operators: tuple[str, ...], enc_dim: int) -> None:
         super().__init__()
         self.operators = operators
-        self.output_dim = enc_dim * sum(WIDTHS[op] for op in operators)
+        self.output_dim = sum(comparator_width(op, enc_dim) for op in operators)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # a, b: (B, enc_dim) -> (B, output_dim)
@@ -23,6 +29,8 @@ class Comparator(nn.Module):
                 parts.append(a * b)
             elif op == "concat":
                 parts.extend((a, b))
+            elif op == "cosine":  # (B, 1): with mlp_layers=0 the score is affine in the cosine itself
+                parts.append(torch.cosine_similarity(a, b, dim=1, eps=COSINE_EPS).unsqueeze(1))
             else:  # abs_diff
                 parts.append((a - b).abs())
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
