@@ -41,6 +41,7 @@ def test_sts_format_matches_golden(tmp_path: Path, capsys: pytest.CaptureFixture
         "enc1_network": "enc0",
         "enc0_vocab_size": 38,
         "enc0_max_seq_len": 11,
+        "tied_encoders": True,
         "output_layer": "mean_squared_error",
     }
     assert report["outputs"] == {"train.jsonl": 6}

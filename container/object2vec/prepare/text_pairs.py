@@ -113,7 +113,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "enc1_network": "enc0",
         "enc0_vocab_size": vocab.size,
         "enc0_max_seq_len": max(lengths),
-        **transformer_hyperparameters(tokenizer, siamese=True),
+        # and one encoder for both sentences (siamese): a transformer's through
+        # tied_token_embedding_weight, the others' through tied_encoders (STS-B dev pair Pearson
+        # 0.65 -> 0.72-0.73 for hcnn: benchmarks/results_notes.md, fourth round)
+        **(transformer_hyperparameters(tokenizer, siamese=True) or {"tied_encoders": True}),
     }
     if args.task == "classification":
         num_classes = max(2, max(labels_seen[first], default=0) + 1)
