@@ -344,6 +344,15 @@ def _freeze_layers(value: Any) -> int:
         raise ValueError(f"{err} or all") from None
 
 
+def _encoder_differences(hp: Hyperparameters, names: list[str]) -> list[str]:
+    """'name (enc0 X, enc1 Y)' for each of `names` whose value differs between the encoders."""
+    return [
+        f"{name} (enc0 {getattr(hp.enc0, name)}, enc1 {getattr(hp.enc1, name)})"
+        for name in names
+        if getattr(hp.enc0, name) != getattr(hp.enc1, name)
+    ]
+
+
 def _comparators(value: Any) -> tuple[str, ...]:
     value = _unquote(value)
     if isinstance(value, str):
@@ -558,22 +567,14 @@ class _Parser:
         self.check_transformers(hp)
         if hp.tied_encoders:
             # max_seq_len may differ: each side's sequences are truncated when read, before the encoder.
-            differ = [
-                f"{name} (enc0 {getattr(hp.enc0, name)!r}, enc1 {getattr(hp.enc1, name)!r})"
-                for name in ENCODER_FIELDS
-                if name != "max_seq_len" and getattr(hp.enc0, name) != getattr(hp.enc1, name)
-            ]
+            differ = _encoder_differences(hp, [name for name in ENCODER_FIELDS if name != "max_seq_len"])
             if differ:
                 self.problem(
                     "tied_encoders=true makes one encoder of enc0 and enc1, so they need equal settings "
                     f"(enc1_network=enc0 copies them), but these differ: {'; '.join(differ)}"
                 )
         elif hp.tied_token_embedding_weight:
-            differ = [
-                f"{name} (enc0 {getattr(hp.enc0, name)}, enc1 {getattr(hp.enc1, name)})"
-                for name in ("vocab_size", "token_embedding_dim")
-                if getattr(hp.enc0, name) != getattr(hp.enc1, name)
-            ]
+            differ = _encoder_differences(hp, ["vocab_size", "token_embedding_dim"])
             if differ:
                 self.problem(
                     "tied_token_embedding_weight=true shares one token embedding between the "

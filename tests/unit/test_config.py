@@ -148,7 +148,7 @@ def test_all_problems_reported_in_one_message() -> None:
         (
             {"tied_encoders": "true", "enc1_network": "bilstm", "enc1_max_seq_len": "5", "enc1_vocab_size": "100"},
             "tied_encoders=true makes one encoder of enc0 and enc1, so they need equal settings (enc1_network=enc0 "
-            "copies them), but these differ: network (enc0 'hcnn', enc1 'bilstm'); layers (enc0 4, enc1 1)",
+            "copies them), but these differ: network (enc0 hcnn, enc1 bilstm); layers (enc0 4, enc1 1)",
         ),
         ({"token_embedding_storage_type": "row_sparse", "optimizer": "rmsprop"}, "use one of adam, adagrad, sgd"),
         ({"enc0_pretrained_embedding_file": "glove.txt"}, "needs enc0_vocab_file"),
