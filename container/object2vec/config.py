@@ -36,6 +36,16 @@ SPARSE_OPTIMIZERS = ("adam", "adagrad", "sgd")
 COMPARATORS = ("hadamard", "concat", "abs_diff")  # the original's, and the default list
 # An extension: the cosine of the two encodings, one value (model/comparator.py).
 ALLOWED_COMPARATORS = (*COMPARATORS, "cosine")
+# How many enc_dim-wide sub-vectors each operator contributes; cosine adds one value.
+COMPARATOR_WIDTHS = {"hadamard": 1, "concat": 2, "abs_diff": 1}
+COMPARATOR_SCALARS = {"cosine": 1}
+
+
+def comparator_width(operator: str, enc_dim: int) -> int:
+    """The comparator output values one operator contributes."""
+    return COMPARATOR_SCALARS[operator] if operator in COMPARATOR_SCALARS else COMPARATOR_WIDTHS[operator] * enc_dim
+
+
 MLP_ACTIVATIONS = ("tanh", "relu", "linear")
 OUTPUT_LAYERS = ("softmax", "mean_squared_error")
 STORAGE_TYPES = ("dense", "row_sparse")
@@ -138,6 +148,9 @@ class Hyperparameters:
     negative_sampling_rate: int = 0  # 0: off
     # An extension: a record and its negatives in one batch, its in0 encoded once for all of them.
     negative_sampling_grouped: bool = False
+    # An extension: positive pairs only, each ranked against the other pairs' in1 of its mini-batch
+    # (training/in_batch.py).
+    in_batch_negatives: bool = False
     token_embedding_storage_type: str = "dense"
     kvstore: str = "device"  # _kvstore: accepted for compatibility (an MXNet knob)
     num_gpus: int | None = None  # _num_gpus: None means "auto" (all visible GPUs)
@@ -376,6 +389,8 @@ def _comparators(value: Any) -> tuple[str, ...]:
 
 MAX_SEQ_LEN_LIMIT = 5000  # the largest encX_max_seq_len (and infer_max_seqlens value) accepted
 MAX_NUM_CLASSES = 30  # num_classes lies in 2..30
+# in_batch_negatives through a comparator + MLP: the most pair activations a step may hold (1 GiB of float32)
+IN_BATCH_ACTIVATIONS = 2**28
 
 # name -> (parser, default). Encoder keys are listed once with the "encX_" prefix stripped.
 _ENCODER_SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
@@ -415,6 +430,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "bucket_width": (_int_in(0, 100), 0),
     "negative_sampling_rate": (_int_in(0, 100), 0),
     "negative_sampling_grouped": (_as_bool, False),
+    "in_batch_negatives": (_as_bool, False),
     "token_embedding_storage_type": (_one_of(STORAGE_TYPES), "dense"),
     "_kvstore": (_as_str, "device"),
     "_num_gpus": (_auto_or_int(0, 1024), None),
@@ -601,6 +617,7 @@ class _Parser:
                 "bucketed by length (bucket_width=%d ignored)",
                 hp.bucket_width,
             )
+        self.check_in_batch_negatives(hp)
         self.check_retrieval(hp)
         metric = hp.tuning_objective_metric
         if metric and metric not in OBJECTIVE_METRICS[hp.output_layer]:
@@ -609,6 +626,33 @@ class _Parser:
                 f"{hp.output_layer}: use one of {', '.join(OBJECTIVE_METRICS[hp.output_layer])}"
             )
         return hp
+
+    def check_in_batch_negatives(self, hp: Hyperparameters) -> None:
+        if not hp.in_batch_negatives:
+            return
+        if not hp.is_classification or hp.num_classes != 2:
+            self.problem(
+                "in_batch_negatives=true ranks pairs by their score for class 1 against class 0, so it needs "
+                f"output_layer=softmax and num_classes=2, not output_layer={hp.output_layer}"
+                + (f" with num_classes={hp.num_classes}" if hp.is_classification else "")
+            )
+        if hp.negative_sampling_rate:
+            self.problem(
+                f"in_batch_negatives=true takes its negatives from the mini-batch, so negative_sampling_rate="
+                f"{hp.negative_sampling_rate} must be 0: use one or the other"
+            )
+        if hp.comparator_list == ("cosine",) and hp.mlp_layers == 0:
+            return  # one (B, B) matrix product
+        # Any other comparator scores B x B pairs through the MLP, whose activations the backward keeps.
+        width = sum(comparator_width(op, hp.enc_dim) for op in hp.comparator_list) + hp.mlp_layers * hp.mlp_dim
+        largest = math.isqrt(IN_BATCH_ACTIVATIONS // width)
+        if hp.mini_batch_size > largest:
+            self.problem(
+                f"in_batch_negatives=true with comparator_list={','.join(hp.comparator_list)} and mlp_layers="
+                f"{hp.mlp_layers} scores mini_batch_size^2 pairs through the MLP ({width} activations each), so "
+                f"mini_batch_size={hp.mini_batch_size} is too large: use at most {largest}, or comparator_list="
+                "cosine with mlp_layers=0 (one matrix product, any batch size)"
+            )
 
     def check_retrieval(self, hp: Hyperparameters) -> None:
         nlist, nprobe = hp.retrieval_ivf_nlist, hp.retrieval_ivf_nprobe

@@ -254,6 +254,56 @@ def test_negative_sampling_separates_true_pairs_from_random_ones(tmp_path: Path,
 
 
 @pytest.mark.parametrize(
+    "changes",
+    [
+        {"comparator_list": "cosine", "mlp_layers": "0", "tied_encoders": "true"},  # one matrix product
+        {"comparator_list": "hadamard,abs_diff", "mlp_layers": "1"},  # every pair through the MLP
+    ],
+)
+def test_in_batch_negatives_learn_from_positive_pairs_alone(tmp_path: Path, changes: dict[str, str]) -> None:
+    """No negatives in the data and none sampled: the other pairs of each batch are the negatives.
+    The served model then tells true pairs from random ones; the channels' label-0 rows are set
+    aside (validation, test) or refused (train)."""
+    base = make_opt_ml(
+        tmp_path,
+        enc0_vocab_size="100",
+        enc0_token_embedding_dim="16",
+        enc_dim="16",
+        mlp_dim="16",
+        epochs="4",
+        mini_batch_size="32",
+        in_batch_negatives="true",
+        **changes,
+    )
+    data = base / "input" / "data"
+    rng = np.random.default_rng(0)
+    write_jsonl(data / "train" / "train.jsonl", topic_pairs(rng, 1500, True))  # positive only
+    write_jsonl(data / "validation" / "validation.jsonl", topic_pairs(rng, 100, True) + topic_pairs(rng, 100, False))
+    true_pairs, random_pairs = topic_pairs(rng, 100, True), topic_pairs(rng, 300, False)
+    write_jsonl(data / "test" / "test.jsonl", true_pairs + random_pairs)
+    log = ok(run_train(base))
+    assert "In-batch negatives: each training pair's in1 is ranked against the other in1 of its mini-batch" in log
+    assert "Channel validation: 100 of 200 records are positive pairs; the other 100 are not used" in log
+    # Ranking its own in1 first among 32 (10 topics: about 3 of the 32 share its topic).
+    assert float(re.findall(r"test accuracy <score>=(\S+)", log)[0]) > 0.2
+    model = load_model(base / "model").model
+
+    def scores(records: list[dict[str, object]]) -> torch.Tensor:
+        in0 = Tokens.from_lists([r["in0"] for r in records])  # type: ignore[misc]
+        in1 = Tokens.from_lists([r["in1"] for r in records])  # type: ignore[misc]
+        with torch.no_grad():
+            return model.predict(in0, in1)[:, 1]
+
+    positive, negative = scores(true_pairs), scores(random_pairs)
+    auc = float((positive[:, None] > negative[None, :]).float().mean())
+    assert auc > 0.9, auc
+
+    write_jsonl(data / "train" / "train.jsonl", topic_pairs(rng, 50, True) + topic_pairs(rng, 5, False))
+    message = failure(base, run_train(base))
+    assert "in_batch_negatives=true trains on positive pairs only (label 1), but the train channel has 5" in message
+
+
+@pytest.mark.parametrize(
     ("changes", "expected", "min_accuracy"),
     [
         ({"enc0_network": "hcnn", "enc0_layers": "1", "bucket_width": "3"}, "", 0.6),

@@ -157,6 +157,22 @@ def test_all_problems_reported_in_one_message() -> None:
         ({"epochs": "true"}, "epochs=true must be an integer"),
         ({"learning_rate": "nan"}, "must be a finite number"),
         ({"comparator_list": "hadamard,hadamard"}, "lists a comparator twice"),
+        (
+            {"in_batch_negatives": "true", "output_layer": "mean_squared_error"},
+            "in_batch_negatives=true ranks pairs by their score for class 1 against class 0, so it needs "
+            "output_layer=softmax and num_classes=2, not output_layer=mean_squared_error",
+        ),
+        ({"in_batch_negatives": "true", "num_classes": "3"}, "not output_layer=softmax with num_classes=3"),
+        (
+            {"in_batch_negatives": "true", "negative_sampling_rate": "5"},
+            "takes its negatives from the mini-batch, so negative_sampling_rate=5 must be 0",
+        ),
+        (
+            # the defaults: enc_dim 4096, all three comparators (4 x 4096), 2 MLP layers of 512
+            {"in_batch_negatives": "true", "mini_batch_size": "200"},
+            "scores mini_batch_size^2 pairs through the MLP (17408 activations each), so mini_batch_size=200 "
+            "is too large: use at most 124, or comparator_list=cosine with mlp_layers=0",
+        ),
     ],
 )
 def test_invalid_combinations(extra: dict[str, str], expected: str) -> None:
@@ -410,3 +426,12 @@ def test_an_integer_reads_the_same_however_it_is_written(epochs: int) -> None:
     spellings = [epochs, str(epochs), f'"{epochs}"', f"{epochs}.0", f" {epochs} "]
     parsed = {Hyperparameters.from_dict({**MINIMAL, "epochs": spelling}).epochs for spelling in spellings}
     assert parsed == {epochs}
+
+
+def test_in_batch_negatives_bound_the_batch_of_the_pairwise_path_only() -> None:
+    """A cosine straight into the output layer is one matrix product: any batch size."""
+    cosine = {"comparator_list": "cosine", "mlp_layers": "0", "mini_batch_size": "10000"}
+    hp = Hyperparameters.from_dict({**REQUIRED, "in_batch_negatives": "true", **cosine})
+    assert hp.in_batch_negatives and hp.mini_batch_size == 10000
+    small = Hyperparameters.from_dict({**REQUIRED, "in_batch_negatives": "true", "mini_batch_size": "124"})
+    assert small.in_batch_negatives and not Hyperparameters.from_dict(REQUIRED).in_batch_negatives

@@ -127,6 +127,35 @@ def test_tied_encoders_are_one_siamese_encoder(network: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("comparators", "mlp_layers"),
+    [("cosine", 0), ("cosine", 1), ("hadamard,abs_diff", 1), ("hadamard,concat,abs_diff,cosine", 0)],
+)
+def test_pair_margins_score_every_pair_as_alone(comparators: str, mlp_layers: int, monkeypatch: Any) -> None:
+    """All B x B' margins (class 1 minus class 0) at once, in one product or in chunks of pairs."""
+    monkeypatch.setattr("object2vec.model.object2vec.PAIR_CHUNK", 8)  # several chunks, a partial one
+    model = make_model(num_classes=2, comparator_list=comparators, mlp_layers=mlp_layers, in_batch_negatives="true")
+    generator = torch.Generator().manual_seed(2)
+    a, b = torch.randn(5, 6, generator=generator), torch.randn(3, 6, generator=generator)
+    a[1] = 0.0  # an empty sequence's encoding: cosine 0, as for the pair alone
+    with torch.no_grad():
+        margins = model.pair_margins(a, b)
+        alone = torch.stack([model.score_encodings(a[i].expand(3, -1), b) for i in range(5)])  # (5, 3, 2)
+    torch.testing.assert_close(margins, alone[..., 1] - alone[..., 0])
+    in0, in1 = inputs()
+    with torch.no_grad():
+        expected = model.pair_margins(model.encode(0, in0), model.encode(1, in1))
+        torch.testing.assert_close(model(in0, in1, all_pairs=True), expected)
+
+
+def test_in_batch_cosine_margin_starts_at_the_ranking_scale() -> None:
+    """With in-batch negatives a cosine feeds the softmax at scale 20 (temperature 0.05)."""
+    model = make_model(num_classes=2, comparator_list="cosine", mlp_layers=0, in_batch_negatives="true")
+    last = model.mlp[-1]
+    assert last.weight.flatten().tolist() == [-10.0, 10.0] and last.bias.tolist() == [0.0, 0.0]
+    assert make_model(num_classes=2, comparator_list="cosine", mlp_layers=0).mlp[-1].weight.abs().max() <= 1
+
+
+@pytest.mark.parametrize(
     ("enc0", "enc1", "layouts"), [("hcnn", "bilstm", ("flat", "packed")), ("bilstm", "enc0", ("packed", "packed"))]
 )
 def test_layouts_name_the_view_each_encoder_reads(enc0: str, enc1: str, layouts: tuple[str, str]) -> None:

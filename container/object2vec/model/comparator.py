@@ -5,14 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# How many enc_dim-wide sub-vectors each operator contributes; cosine (an extension) adds one value.
-WIDTHS = {"hadamard": 1, "concat": 2, "abs_diff": 1}
-SCALARS = {"cosine": 1}
+from object2vec.config import comparator_width
+
+__all__ = ["COSINE_EPS", "Comparator", "comparator_width"]
+
 COSINE_EPS = 1e-8  # an all-zero encoding (an empty sequence) has cosine 0 with anything
-
-
-def comparator_width(operator: str, enc_dim: int) -> int:
-    return SCALARS[operator] if operator in SCALARS else WIDTHS[operator] * enc_dim
 
 
 class Comparator(nn.Module):

@@ -9,17 +9,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from object2vec.config import Hyperparameters
 from object2vec.data.batching import Tokens
 from object2vec.errors import ClientError
-from object2vec.model.comparator import Comparator
+from object2vec.model.comparator import COSINE_EPS, Comparator
 from object2vec.model.encoders import build_encoder
 from object2vec.model.transformer import TransformerEncoder, TransformerSpec, check_encoder_fits
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "linear": nn.Identity}
 EMBEDDING_INIT_STD = 0.1  # small random start; pretrained rows replace it (auxiliary channel)
+IN_BATCH_COSINE_SCALE = 20.0  # the initial margin per unit of cosine with in_batch_negatives (1 / temperature)
+PAIR_CHUNK = 65_536  # pairs scored at once by pair_margins' general path (bounds its memory)
 
 
 def make_mlp(input_dim: int, hp: Hyperparameters) -> nn.Sequential:
@@ -62,6 +65,14 @@ class Object2VecModel(nn.Module):
         self.encoders = nn.ModuleList([enc0, enc0 if siamese else self._encoder(1, emb1)])
         self.comparator = Comparator(hp.comparator_list, hp.enc_dim)
         self.mlp = make_mlp(self.comparator.output_dim, hp)
+        if hp.in_batch_negatives and hp.mlp_layers == 0 and hp.comparator_list == ("cosine",):
+            # The margin is then scale * cosine + bias. From the default init the scale is about 1,
+            # a softmax over cosines that barely ranks (STS-B dev 0.43 after an unlabelled epoch, against
+            # 0.67 from here); start it at SimCSE's temperature, 0.05, and let it learn on.
+            with torch.no_grad():
+                last = self.mlp[-1]
+                last.weight.copy_(torch.tensor([[-0.5], [0.5]]) * IN_BATCH_COSINE_SCALE)  # (2, 1)
+                last.bias.zero_()
 
     def _encoder(self, index: int, table: nn.Embedding | None) -> nn.Module:
         enc = self.hp.encoder(index)
@@ -89,11 +100,15 @@ class Object2VecModel(nn.Module):
         """Embeddings of single objects from encoder `index`: B sequences -> (B, enc_dim)."""
         return self.encoders[index](tokens)
 
-    def forward(self, in0: Tokens, in1: Tokens, in0_rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, in0: Tokens, in1: Tokens, in0_rows: torch.Tensor | None = None, all_pairs: bool = False
+    ) -> torch.Tensor:
         """Raw outputs: (B, num_classes) logits for softmax, (B, 1) values for regression.
 
         in0_rows (B,): in0 holds D distinct sequences and pair i uses in0_rows[i] (a grouped batch:
-        each document is encoded once for all its pairs); None: in0 has B sequences, one per pair."""
+        each document is encoded once for all its pairs); None: in0 has B sequences, one per pair.
+        all_pairs: every in0 against every in1 of the batch instead, (B, B) positive-class margins
+        (`pair_margins`, what in-batch negatives rank); through forward so that DDP sees the step."""
         if self.siamese:  # one encoder: both sides in one forward (half the kernel launches)
             a, b = self.encode(0, Tokens.cat([in0, in1])).split([len(in0), len(in1)])  # (B or D, enc_dim), (B, enc_dim)
         else:
@@ -101,12 +116,32 @@ class Object2VecModel(nn.Module):
             b = self.encode(1, in1)  # (B, enc_dim)
         if in0_rows is not None:
             a = a.index_select(0, in0_rows)  # (D, enc_dim) -> (B, enc_dim); the backward sums per document
-        return self.score_encodings(a, b)
+        return self.pair_margins(a, b) if all_pairs else self.score_encodings(a, b)
 
     def score_encodings(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Raw outputs of already encoded pairs (comparator + MLP): (B, enc_dim) x 2 -> (B, output_dim).
         Retrieval re-ranks stored candidate encodings with it."""
         return self.mlp(self.comparator(a, b))
+
+    def pair_margins(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Every encoding of `a` against every one of `b`: (B, enc_dim) x (B', enc_dim) -> (B, B')
+        margins, the logit of class 1 (a pair) minus that of class 0, each equal to scoring that
+        pair alone. A cosine comparator straight into the output layer is one matrix product;
+        any other goes through comparator and MLP on B x B' pairs, PAIR_CHUNK at a time."""
+        last = self.mlp[-1]  # (num_classes=2, width): the margin is their difference
+        if self.hp.mlp_layers == 0 and self.comparator.operators == ("cosine",):
+            # normalize clamps each norm at eps, as cosine_similarity does for the pair alone
+            cosines = F.normalize(a, dim=1, eps=COSINE_EPS) @ F.normalize(b, dim=1, eps=COSINE_EPS).T  # (B, B')
+            return cosines * (last.weight[1, 0] - last.weight[0, 0]) + (last.bias[1] - last.bias[0])
+        rows = max(PAIR_CHUNK // max(len(b), 1), 1)
+        margins = []
+        for start in range(0, len(a), rows):
+            block = a[start : start + rows]  # (K, enc_dim)
+            pairs = self.score_encodings(
+                block.repeat_interleave(len(b), dim=0), b.repeat(len(block), 1)
+            )  # (K * B', 2), row k * B' + j: block[k] with b[j]
+            margins.append((pairs[:, 1] - pairs[:, 0]).view(len(block), len(b)))  # (K, B')
+        return torch.cat(margins)  # (B, B')
 
     def predict(self, in0: Tokens, in1: Tokens) -> torch.Tensor:
         """Scores as served: softmax probabilities (B, num_classes) or values (B, 1)."""

@@ -27,6 +27,7 @@ from object2vec.retrieval.index_file import INDEX_FILE
 from object2vec.threads import ADJUST_SECONDS, ThreadGovernor, describe_wait_policy, free_cores, thread_count
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
 from object2vec.training.distributed import Distributed
+from object2vec.training.in_batch import positives_only
 from object2vec.training.metrics import log_quality
 from object2vec.training.processes import run_local_processes
 from object2vec.training.rendezvous import connect
@@ -95,8 +96,11 @@ def train_with(
     # The catalogue is read (and checked) before training, so that a bad one fails in seconds, not
     # after hours; only the master writes the model, so only it needs it.
     catalogue = read_catalogue(env.channels[CANDIDATES], hp) if CANDIDATES in env.channels and dist.is_master else None
-    validation = shard_channel(dist, env, "validation", read_optional_channel(env, "validation", hp))
-    test = shard_channel(dist, env, "test", read_optional_channel(env, "test", hp))
+    validation, test = (read_optional_channel(env, name, hp) for name in ("validation", "test"))
+    if hp.in_batch_negatives:  # ranked among their batch: the positive pairs are what counts
+        validation, test = positives_only(validation, "validation"), positives_only(test, "test")
+    validation = shard_channel(dist, env, "validation", validation)
+    test = shard_channel(dist, env, "test", test)
     clock["data"] = time.perf_counter()
 
     checkpoints = read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))
@@ -106,6 +110,12 @@ def train_with(
     initialise_transformers(model, hp, checkpoints)  # logs each transformer
     if init_model is not None:
         initialise_from_model(model, hp, init_model)  # after the embedding files: a matching table wins
+    if hp.in_batch_negatives:
+        logger.info(
+            "In-batch negatives: each training pair's in1 is ranked against the other in1 of its mini-batch "
+            "(%d pairs), no negatives sampled",
+            hp.mini_batch_size,
+        )
     if hp.negative_sampling_rate:
         logger.info(
             "%s",

@@ -27,6 +27,7 @@ from object2vec.model.object2vec import Object2VecModel
 from object2vec.threads import ThreadGovernor
 from object2vec.training.checkpoint import Checkpointer, Position
 from object2vec.training.distributed import Distributed
+from object2vec.training.in_batch import check_positives, in_batch_step
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
 from object2vec.training.optimizers import make_optimizer
 from object2vec.training.pretrained_lr import TARGET_LR
@@ -178,6 +179,8 @@ class Trainer:
             accumulator.count = self.resume.train_count
             accumulator.sums = {k: v.to(self.device).double().clone() for k, v in self.resume.train_sums.items()}
         start = time.perf_counter()
+        if hp.in_batch_negatives:
+            check_positives(train)  # per epoch: in Pipe mode each epoch reads the channel afresh
         train = with_negatives(train, hp.negative_sampling_rate, self.generator)  # drawn afresh each epoch
         grouped = hp.negative_sampling_grouped and hp.negative_sampling_rate > 0  # a record beside its negatives
         # Each process takes its slice of every global mini-batch; all stop after the same step.
@@ -194,12 +197,16 @@ class Trainer:
             if governor is not None:
                 governor.tick()  # cheap: a clock read, and /proc/stat every ADJUST_SECONDS
             batch = batch.with_layouts(layouts).to(self.device)  # an encoder's packing, made once per batch
-            outputs = self.net(batch.in0, batch.in1, batch.in0_rows)
-            loss = compute_loss(outputs, batch.labels, hp.is_classification)
+            if hp.in_batch_negatives:  # (B, B) margins: every in0 against every in1 of the batch
+                margins = self.net(batch.in0, batch.in1, batch.in0_rows, all_pairs=True)
+                outputs, labels, loss = in_batch_step(margins, batch)
+            else:
+                outputs, labels = self.net(batch.in0, batch.in1, batch.in0_rows), batch.labels
+                loss = compute_loss(outputs, labels, hp.is_classification)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            accumulator.add(outputs.detach(), batch.labels, loss.detach())
+            accumulator.add(outputs.detach(), labels, loss.detach())
         self.dist.all_reduce_(accumulator)  # the job's sums; forces the device sync
         if stream.stopped:
             self.stopped_at, self.partial = stream.steps, (accumulator.count, accumulator.sums)
@@ -218,11 +225,22 @@ class Trainer:
         batch_size = max(self.hp.mini_batch_size, EVAL_BATCH_SIZE)
         layouts = self.model.layouts
         # Bucketed by length: the metrics are sums, and similar lengths keep packed steps few.
-        for batch in length_sorted_batches(dataset, batch_size):
+        batches = length_sorted_batches(dataset, batch_size)
+        if self.hp.in_batch_negatives:
+            # The training ranking: shuffled batches of mini_batch_size (the candidates a pair is
+            # ranked among), the same order every epoch so that the epochs compare.
+            generator = torch.Generator().manual_seed(self.hp.seed)
+            batches = iterate_batches(dataset, self.hp.mini_batch_size, generator, self.hp.bucket_width)
+        for batch in batches:
             if self.governor is not None:
                 self.governor.tick()
             batch = batch.with_layouts(layouts).to(self.device)
-            accumulator.add(self.model(batch.in0, batch.in1, batch.in0_rows), batch.labels)
+            if self.hp.in_batch_negatives:
+                margins = self.model(batch.in0, batch.in1, batch.in0_rows, all_pairs=True)  # (B, B)
+                outputs, labels, _ = in_batch_step(margins, batch)
+                accumulator.add(outputs, labels)
+            else:
+                accumulator.add(self.model(batch.in0, batch.in1, batch.in0_rows), batch.labels)
         self.dist.all_reduce_(accumulator)  # each process scored its shard
         return accumulator.result()
 
