@@ -71,7 +71,11 @@ def test_adjacent_sentences_become_positive_pairs(tmp_path: Path, capsys: pytest
         "enc0_max_seq_len": 7,
         "output_layer": "softmax",
         "num_classes": 2,
-        "negative_sampling_rate": 3,
+        "in_batch_negatives": True,
+        "negative_sampling_rate": 0,
+        "comparator_list": "cosine",
+        "mlp_layers": 0,
+        "tied_encoders": True,
     }
 
 
