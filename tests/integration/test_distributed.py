@@ -12,6 +12,7 @@ differ only by the order of floating-point sums: we allow 1e-4 on the validation
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,21 @@ def test_unreachable_master_fails_with_host_and_port(tmp_path: Path) -> None:
     assert failure.startswith(
         f"ClientError: host localhost could not reach the master host 127.0.0.1 on port {port} within 3 s"
     )
+
+
+def test_in_batch_negatives_over_two_processes(tmp_path: Path) -> None:
+    """Each process ranks its share of the global mini-batch (16 of 32 pairs); DDP averages the
+    gradients of the (B, B) margins through forward(all_pairs=True), so the replicas stay equal and
+    the master's model is the job's."""
+    positives = {name: [r for r in rows if r["label"] == 1] for name, rows in standard_channels().items()}
+    hyperparameters = {"in_batch_negatives": "true", "tied_encoders": "true", "comparator_list": "cosine"}
+    base = make_job(tmp_path / "opt" / "ml", positives, {**hyperparameters, "mlp_layers": "0"})
+    code, log = run_train(base, OBJECT2VEC_PROCESSES_PER_HOST="2", OBJECT2VEC_MASTER_PORT=str(free_port()))
+    assert code == 0, log
+    assert "Starting 2 training processes on this host" in log
+    assert "In-batch negatives: each training pair's in1 is ranked against the other in1" in log
+    assert len(validation_losses(log)) == 4  # the ranking of the validation pairs, every epoch
+    train = [float(v) for v in re.findall(r"epoch=\d+, train cross_entropy <loss>=(\S+)", log)]
+    assert len(train) == 4 and train[-1] < 0.8 * train[0]  # the ranking is learnt (240 pairs: train only)
+    model = load_model(base / "model").model
+    assert model.siamese and model.mlp[-1].weight[1, 0] - model.mlp[-1].weight[0, 0] > 0
