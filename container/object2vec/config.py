@@ -84,7 +84,9 @@ ENCODER_FIELDS = (
     "freeze_pretrained_embedding",
     "pretrained_model",
     "freeze_layers",
+    "pooling",
 )
+POOLINGS = ("mean", "attention")  # encX_pooling (an extension): how pooled_embedding pools its tokens
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ class EncoderConfig:
     freeze_pretrained_embedding: bool = True  # keep rows from the pretrained file fixed
     pretrained_model: str = ""  # transformer only: checkpoint folder in the auxiliary channel
     freeze_layers: int = 0  # transformer only: embeddings + lowest N layers fixed; FREEZE_ALL: all
+    # pooled_embedding only (an extension): "mean" (the original) or "attention", a learnt weighted
+    # mean (model/encoders.py AttentionPool, the pool hcnn and bilstm use)
+    pooling: str = "mean"
 
     @property
     def is_transformer(self) -> bool:
@@ -404,6 +409,7 @@ _ENCODER_SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "freeze_pretrained_embedding": (_as_bool, True),
     "pretrained_model": (_aux_folder_name, ""),
     "freeze_layers": (_freeze_layers, 0),
+    "pooling": (_one_of(POOLINGS), "mean"),
 }
 _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "enc_dim": (_int_in(4, 10000), 4096),
@@ -531,6 +537,11 @@ class _Parser:
         if values["layers"] is None:
             values["layers"] = AUTO_LAYERS[network]
         self.check_transformer_settings(prefix, network, values)
+        if values["pooling"] != "mean" and network != "pooled_embedding":
+            self.problem(
+                f"{prefix}pooling={values['pooling']} applies to {prefix}network=pooled_embedding only: hcnn "
+                "and bilstm always pool with attention, a transformer as its checkpoint says"
+            )
         if values["pretrained_embedding_file"] and not values["vocab_file"]:
             self.problem(
                 f"{prefix}pretrained_embedding_file needs {prefix}vocab_file: the vocab file maps "

@@ -158,6 +158,14 @@ def test_all_problems_reported_in_one_message() -> None:
         ({"learning_rate": "nan"}, "must be a finite number"),
         ({"comparator_list": "hadamard,hadamard"}, "lists a comparator twice"),
         (
+            {"enc0_pooling": "attention"},
+            "enc0_pooling=attention applies to enc0_network=pooled_embedding only: hcnn and bilstm always pool",
+        ),
+        (
+            {"enc0_network": "pooled_embedding", "enc0_pooling": "max"},
+            "enc0_pooling=max is not valid: allowed values are mean, attention",
+        ),
+        (
             {"in_batch_negatives": "true", "output_layer": "mean_squared_error"},
             "in_batch_negatives=true ranks pairs by their score for class 1 against class 0, so it needs "
             "output_layer=softmax and num_classes=2, not output_layer=mean_squared_error",
@@ -435,3 +443,10 @@ def test_in_batch_negatives_bound_the_batch_of_the_pairwise_path_only() -> None:
     assert hp.in_batch_negatives and hp.mini_batch_size == 10000
     small = Hyperparameters.from_dict({**REQUIRED, "in_batch_negatives": "true", "mini_batch_size": "124"})
     assert small.in_batch_negatives and not Hyperparameters.from_dict(REQUIRED).in_batch_negatives
+
+
+def test_pooling_is_an_encoder_setting_of_pooled_embedding() -> None:
+    hp = Hyperparameters.from_dict({**REQUIRED, "enc0_network": "pooled_embedding", "enc0_pooling": "attention"})
+    assert (hp.enc0.pooling, hp.enc1.pooling) == ("attention", "attention")  # enc1_network=enc0 copies it
+    assert hp.to_dict()["enc0_pooling"] == "attention"
+    assert Hyperparameters.from_dict(REQUIRED).enc0.pooling == "mean"

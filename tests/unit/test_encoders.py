@@ -26,6 +26,7 @@ VOCAB, DIM, ENC_DIM = 20, 4, 5
 # then asymmetric) are the cases most likely to let a neighbouring sequence in.
 CASES = [
     ("pooled_embedding", 1, 3),
+    ("pooled_embedding+attention", 1, 3),  # encX_pooling=attention
     ("hcnn", 1, 3),
     ("hcnn", 3, 2),
     ("bilstm", 1, 3),
@@ -38,6 +39,7 @@ SEQS = [[3, 1, 4, 1, 5], [9, 2], [6], [7, 7, 8, 19], [], [2, 2]]
 
 def make_encoder(network: str, layers: int, width: int, dropout: float = 0.0, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
+    network, _, pooling = network.partition("+")
     config = EncoderConfig(
         network=network,
         max_seq_len=10,
@@ -45,6 +47,7 @@ def make_encoder(network: str, layers: int, width: int, dropout: float = 0.0, se
         token_embedding_dim=DIM,
         layers=layers,
         cnn_filter_width=width,
+        pooling=pooling or "mean",
     )
     encoder = build_encoder(config, nn.Embedding(VOCAB, DIM), ENC_DIM, dropout)
     return encoder.eval()
@@ -67,6 +70,8 @@ def padded_reference(encoder: nn.Module, seqs: list[list[int]]) -> torch.Tensor:
     mask = length_mask(lengths, ids.shape[1])  # (B, L)
     x = encoder.dropout(encoder.embedding(ids))  # (B, L, D)
     if isinstance(encoder, ENCODERS["pooled_embedding"]):
+        if encoder.pool is not None:  # pooling=attention: the attention pool on the raw vectors
+            return encoder.project(padded_attention(encoder.pool, x, mask))
         pooled = (x * mask[:, :, None]).sum(1) / lengths.clamp(min=1)[:, None]
         return encoder.project(pooled)
     x = encoder.norm(x)
@@ -152,12 +157,12 @@ def test_a_sequence_encodes_the_same_alone_or_in_any_batch(network: str, layers:
 
 @pytest.mark.parametrize(("network", "layers", "width"), CASES, ids=IDS)
 def test_token_order(network: str, layers: int, width: int) -> None:
-    encoder = make_encoder(network, layers, width)
+    encoder = scored(make_encoder(network, layers, width))
     forward = [3, 1, 4, 15, 9]
     with torch.no_grad():
         a, b = encoder(Tokens.from_lists([forward, forward[::-1]]))
-    if network == "pooled_embedding":
-        torch.testing.assert_close(a, b)  # a mean is a bag of words
+    if network.startswith("pooled_embedding"):
+        torch.testing.assert_close(a, b)  # a mean, or a weighted one, is a bag of words
     else:
         assert not torch.allclose(a, b, atol=1e-4)  # convolutions and LSTMs read the order
 
@@ -237,3 +242,18 @@ def test_the_cudnn_path_gives_the_states_of_the_scan(layers: int, seqs: list[lis
     encoder.train()
     encoder._cudnn(tokens, x).sum().backward()
     assert all(p.grad is not None for p in encoder.lstm.parameters())
+
+
+def test_attention_pooling_starts_as_the_mean_and_learns_token_weights() -> None:
+    """pooling=attention: the same output as the mean until the scores move, then a weighted mean."""
+    mean, attention = make_encoder("pooled_embedding", 1, 3), make_encoder("pooled_embedding+attention", 1, 3)
+    attention.load_state_dict(mean.state_dict(), strict=False)  # same table and projection
+    tokens = Tokens.from_lists(SEQS)
+    with torch.no_grad():
+        torch.testing.assert_close(attention(tokens), mean(tokens))
+        scored(attention)
+        assert not torch.allclose(attention(tokens)[:2], mean(tokens)[:2])
+        one_token = Tokens.from_lists([[3], [9], [6]])
+        torch.testing.assert_close(attention(one_token), mean(one_token))  # one token: the row itself
+    attention(tokens).sum().backward()
+    assert attention.pool.score.weight.grad is not None and attention.pool.score.weight.grad.abs().sum() > 0

@@ -122,3 +122,11 @@ def test_a_missing_folder_or_channel_or_file_is_a_client_error(tmp_path: Path) -
     (tmp_path / "previous").mkdir()
     with pytest.raises(ClientError, match="model_config.json is missing"):
         read_init_model(hp, channel(tmp_path))
+
+
+def test_another_pooling_is_another_encoder(tmp_path: Path) -> None:
+    pooled = {"enc0_network": "pooled_embedding", "enc0_layers": "auto"}
+    saved(tmp_path, **pooled)
+    _, hp = fresh(**pooled, enc0_pooling="attention")
+    with pytest.raises(ClientError, match="enc0_pooling: 'mean' in the init model, 'attention' here"):
+        read_init_model(hp, channel(tmp_path))

@@ -49,6 +49,7 @@ VARIANTS = {
     },
     "tied": {"tied_token_embedding_weight": "true", "comparator_list": "abs_diff,hadamard"},
     "regression": {"output_layer": "mean_squared_error", "mlp_layers": 0, "enc0_network": "bilstm"},
+    "attention-pooled": {"enc0_pooling": "attention", "comparator_list": "cosine", "mlp_layers": 0},
 }
 
 

@@ -6,7 +6,7 @@ the way serving loads a model (config checked against the weights header first, 
 
 What is copied, tensor by tensor, into the freshly built model:
 - each encoder's weights (enc0 from the init model's enc0, enc1 from its enc1). The encoders must
-  be built alike (network, layers, filter width, token dimension, enc_dim): anything else is a
+  be built alike (network, layers, filter width, token dimension, pooling, enc_dim): anything else is a
   ClientError naming both, since a silently skipped encoder would train from scratch unnoticed;
 - each token embedding table, when its shape matches (the same vocabulary size). Its rows are
   only meaningful when the token ids mean the same words in both jobs (prepare both data sets
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 SHAPING_KEYS = {
     "hcnn": ("layers", "cnn_filter_width", "token_embedding_dim"),
     "bilstm": ("layers", "token_embedding_dim"),
-    "pooled_embedding": ("token_embedding_dim",),
+    "pooled_embedding": ("token_embedding_dim", "pooling"),
     TRANSFORMER: ("pretrained_model",),
 }
 TOKEN_TABLE = ".embedding.weight"  # encoders.<i>.embedding.weight: a classic encoder's token table
