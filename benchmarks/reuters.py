@@ -75,7 +75,8 @@ BASE_HP = {
 }
 # Settings of each encoder, chosen on validation (see results_notes.md).
 ENCODER_HP: dict[str, dict[str, object]] = {
-    "pooled_embedding": {"enc0_network": "pooled_embedding"},
+    # the attention pool: validation P@1 / micro-F1 0.9459 / 0.8793 against 0.9009 / 0.8394 for the mean
+    "pooled_embedding": {"enc0_network": "pooled_embedding", "enc0_pooling": "attention"},
     "hcnn": {"enc0_network": "hcnn", "enc0_layers": 2, "enc0_cnn_filter_width": 3},
     "bilstm": {"enc0_network": "bilstm", "enc0_layers": 1},
 }
