@@ -98,7 +98,9 @@ def dataset(pairs: Pairs) -> PairDataset:
 
 def held_out_accuracy(network: str, vocab_size: int, data: list[Pairs]) -> float:
     """Train `network` on both sides (separate encoders, as enc1_network=enc0 gives); test accuracy."""
-    hp = Hyperparameters.from_dict({**SETTINGS, "enc0_network": network, "enc0_vocab_size": vocab_size})
+    network, _, pooling = network.partition("+")  # "pooled_embedding+attention": enc0_pooling=attention
+    pooling_hp = {"enc0_pooling": pooling} if pooling else {}
+    hp = Hyperparameters.from_dict({**SETTINGS, "enc0_network": network, "enc0_vocab_size": vocab_size, **pooling_hp})
     torch.manual_seed(hp.seed)
     model = Object2VecModel(hp)
     trainer = Trainer(model, hp, torch.device("cpu"), "algo-1", StopSignal())
@@ -124,7 +126,7 @@ def test_the_splits_are_disjoint_and_balanced(topic_data: list[Pairs]) -> None:
     assert 0.4 < sum(label for *_, label in topic_data[2]) / len(topic_data[2]) < 0.6
 
 
-@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize("network", [*NETWORKS, "pooled_embedding+attention"])
 def test_every_encoder_learns_the_topic_rule_as_pooled_does(
     network: str, topic_data: list[Pairs], pooled_topic_accuracy: float
 ) -> None:
