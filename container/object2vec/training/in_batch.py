@@ -49,9 +49,11 @@ def batch_positives(in0: Tokens, in1: Tokens, in0_rows: torch.Tensor | None = No
     if in0_rows is not None:
         group0 = group0.index_select(0, in0_rows)  # (B,)
     group1 = _groups(in1)  # (B,)
-    same0 = (group0[:, None] == group0[None, :]).float()  # (B, B): in0 i equals in0 k
-    same1 = (group1[:, None] == group1[None, :]).float()  # (B, B): in1 k equals in1 j
-    return (same0 @ same1) > 0  # (B, B): some k links them
+    # The batch's (in0, in1) pairs as a table of distinct in0 x distinct in1, then looked up for
+    # every (i, j): O(B^2) time and memory, as the margins themselves.
+    pairs = torch.zeros(int(group0.max()) + 1, int(group1.max()) + 1, dtype=torch.bool, device=group0.device)
+    pairs[group0, group1] = True  # (D0, D1)
+    return pairs.index_select(0, group0).index_select(1, group1)  # (B, B)
 
 
 def _groups(tokens: Tokens) -> torch.Tensor:
