@@ -178,6 +178,12 @@ class Hyperparameters:
     def output_dim(self) -> int:
         return self.num_classes if self.is_classification else 1
 
+    @property
+    def scores_by_cosine(self) -> bool:
+        """The score is affine in the two encodings' cosine (comparator_list=cosine, mlp_layers=0):
+        every pair of a batch is then scored by one matrix product (in-batch negatives)."""
+        return self.comparator_list == ("cosine",) and self.mlp_layers == 0
+
     def encoder(self, index: int) -> EncoderConfig:
         return self.enc0 if index == 0 else self.enc1
 
@@ -652,7 +658,7 @@ class _Parser:
                 f"in_batch_negatives=true takes its negatives from the mini-batch, so negative_sampling_rate="
                 f"{hp.negative_sampling_rate} must be 0: use one or the other"
             )
-        if hp.comparator_list == ("cosine",) and hp.mlp_layers == 0:
+        if hp.scores_by_cosine:
             return  # one (B, B) matrix product
         # Any other comparator scores B x B pairs through the MLP, whose activations the backward keeps.
         width = sum(comparator_width(op, hp.enc_dim) for op in hp.comparator_list) + hp.mlp_layers * hp.mlp_dim

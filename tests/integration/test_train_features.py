@@ -223,21 +223,22 @@ def write_jsonl(path: Path, records: list[dict[str, object]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
+def topic_job(tmp_path: Path, **changes: str) -> tuple[Path, np.random.Generator]:
+    """The sample job on topic pairs (vocab 100, 16-wide), its train channel positive pairs only;
+    the generator that drew them, for the held-out pairs."""
+    sizes = {"enc0_vocab_size": "100", "enc0_token_embedding_dim": "16", "enc_dim": "16", "mlp_dim": "16"}
+    base = make_opt_ml(tmp_path, **sizes, **changes)
+    rng = np.random.default_rng(0)
+    write_jsonl(base / "input" / "data" / "train" / "train.jsonl", topic_pairs(rng, 1500, True))
+    return base, rng
+
+
 @pytest.mark.parametrize(("rate", "grouped"), [(0, False), (3, False), (3, True)])
 def test_negative_sampling_separates_true_pairs_from_random_ones(tmp_path: Path, rate: int, grouped: bool) -> None:
-    base = make_opt_ml(
-        tmp_path,
-        enc0_vocab_size="100",
-        enc0_token_embedding_dim="16",
-        enc_dim="16",
-        mlp_dim="16",
-        epochs="6",
-        negative_sampling_rate=str(rate),
-        negative_sampling_grouped=str(grouped).lower(),
+    base, rng = topic_job(
+        tmp_path, epochs="6", negative_sampling_rate=str(rate), negative_sampling_grouped=str(grouped).lower()
     )
     data = base / "input" / "data"
-    rng = np.random.default_rng(0)
-    write_jsonl(data / "train" / "train.jsonl", topic_pairs(rng, 1500, True))  # positive only
     shutil.rmtree(data / "validation")
     config = base / "input" / "config" / "inputdataconfig.json"
     config.write_text(json.dumps({k: v for k, v in json.loads(config.read_text()).items() if k != "validation"}))
@@ -264,20 +265,8 @@ def test_in_batch_negatives_learn_from_positive_pairs_alone(tmp_path: Path, chan
     """No negatives in the data and none sampled: the other pairs of each batch are the negatives.
     The served model then tells true pairs from random ones; the channels' label-0 rows are set
     aside (validation, test) or refused (train)."""
-    base = make_opt_ml(
-        tmp_path,
-        enc0_vocab_size="100",
-        enc0_token_embedding_dim="16",
-        enc_dim="16",
-        mlp_dim="16",
-        epochs="4",
-        mini_batch_size="32",
-        in_batch_negatives="true",
-        **changes,
-    )
+    base, rng = topic_job(tmp_path, epochs="4", mini_batch_size="32", in_batch_negatives="true", **changes)
     data = base / "input" / "data"
-    rng = np.random.default_rng(0)
-    write_jsonl(data / "train" / "train.jsonl", topic_pairs(rng, 1500, True))  # positive only
     write_jsonl(data / "validation" / "validation.jsonl", topic_pairs(rng, 100, True) + topic_pairs(rng, 100, False))
     true_pairs, random_pairs = topic_pairs(rng, 100, True), topic_pairs(rng, 300, False)
     write_jsonl(data / "test" / "test.jsonl", true_pairs + random_pairs)

@@ -65,7 +65,7 @@ class Object2VecModel(nn.Module):
         self.encoders = nn.ModuleList([enc0, enc0 if siamese else self._encoder(1, emb1)])
         self.comparator = Comparator(hp.comparator_list, hp.enc_dim)
         self.mlp = make_mlp(self.comparator.output_dim, hp)
-        if hp.in_batch_negatives and hp.mlp_layers == 0 and hp.comparator_list == ("cosine",):
+        if hp.in_batch_negatives and hp.scores_by_cosine:
             # The margin is then scale * cosine + bias. From the default init the scale is about 1,
             # a softmax over cosines that barely ranks (STS-B dev 0.43 after an unlabelled epoch, against
             # 0.67 from here); start it at SimCSE's temperature, 0.05, and let it learn on.
@@ -129,7 +129,7 @@ class Object2VecModel(nn.Module):
         pair alone. A cosine comparator straight into the output layer is one matrix product;
         any other goes through comparator and MLP on B x B' pairs, PAIR_CHUNK at a time."""
         last = self.mlp[-1]  # (num_classes=2, width): the margin is their difference
-        if self.hp.mlp_layers == 0 and self.comparator.operators == ("cosine",):
+        if self.hp.scores_by_cosine:
             # normalize clamps each norm at eps, as cosine_similarity does for the pair alone
             cosines = F.normalize(a, dim=1, eps=COSINE_EPS) @ F.normalize(b, dim=1, eps=COSINE_EPS).T  # (B, B')
             return cosines * (last.weight[1, 0] - last.weight[0, 0]) + (last.bias[1] - last.bias[0])

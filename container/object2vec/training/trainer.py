@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from object2vec.config import Hyperparameters
-from object2vec.data.batching import group_batch_size, iterate_batches, length_sorted_batches
+from object2vec.data.batching import Batch, group_batch_size, iterate_batches, length_sorted_batches
 from object2vec.data.records import PairDataset
 from object2vec.data.sampling import with_negatives
 from object2vec.errors import ClientError
@@ -197,12 +197,7 @@ class Trainer:
             if governor is not None:
                 governor.tick()  # cheap: a clock read, and /proc/stat every ADJUST_SECONDS
             batch = batch.with_layouts(layouts).to(self.device)  # an encoder's packing, made once per batch
-            if hp.in_batch_negatives:  # (B, B) margins: every in0 against every in1 of the batch
-                margins = self.net(batch.in0, batch.in1, batch.in0_rows, all_pairs=True)
-                outputs, labels, loss = in_batch_step(margins, batch)
-            else:
-                outputs, labels = self.net(batch.in0, batch.in1, batch.in0_rows), batch.labels
-                loss = compute_loss(outputs, labels, hp.is_classification)
+            outputs, labels, loss = self.scored(self.net, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -217,6 +212,14 @@ class Trainer:
         for name, value in metrics.items():
             log_quality(self.host, "train", name, value, epoch)
         return metrics
+
+    def scored(self, net: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch through `net` (the DDP wrapper when training): (outputs, their labels, mean loss).
+        With in-batch negatives the outputs are the (B, B) ranking logits, the labels the diagonal."""
+        if self.hp.in_batch_negatives:  # every in0 against every in1 of the batch
+            return in_batch_step(net(batch.in0, batch.in1, batch.in0_rows, all_pairs=True), batch)
+        outputs = net(batch.in0, batch.in1, batch.in0_rows)  # (B, num_classes) or (B, 1)
+        return outputs, batch.labels, compute_loss(outputs, batch.labels, self.hp.is_classification)
 
     @torch.inference_mode()
     def evaluate(self, dataset: PairDataset) -> dict[str, float]:
@@ -235,12 +238,8 @@ class Trainer:
             if self.governor is not None:
                 self.governor.tick()
             batch = batch.with_layouts(layouts).to(self.device)
-            if self.hp.in_batch_negatives:
-                margins = self.model(batch.in0, batch.in1, batch.in0_rows, all_pairs=True)  # (B, B)
-                outputs, labels, _ = in_batch_step(margins, batch)
-                accumulator.add(outputs, labels)
-            else:
-                accumulator.add(self.model(batch.in0, batch.in1, batch.in0_rows), batch.labels)
+            outputs, labels, _ = self.scored(self.model, batch)
+            accumulator.add(outputs, labels)
         self.dist.all_reduce_(accumulator)  # each process scored its shard
         return accumulator.result()
 
