@@ -129,9 +129,10 @@ def test_unreachable_master_fails_with_host_and_port(tmp_path: Path) -> None:
 
 
 def test_in_batch_negatives_over_two_processes(tmp_path: Path) -> None:
-    """Each process ranks its share of the global mini-batch (16 of 32 pairs); DDP averages the
-    gradients of the (B, B) margins through forward(all_pairs=True), so the replicas stay equal and
-    the master's model is the job's."""
+    """Each process's share of the global mini-batch (16 of 32 pairs) is ranked against the in1 of
+    both shares (gathered with their gradients: tests/unit/test_in_batch.py shows the step equals one
+    process's); DDP averages the gradients of the (16, 32) margins through forward(all_pairs=True),
+    so the replicas stay equal and the master's model is the job's."""
     positives = {name: [r for r in rows if r["label"] == 1] for name, rows in standard_channels().items()}
     hyperparameters = {"in_batch_negatives": "true", "tied_encoders": "true", "comparator_list": "cosine"}
     base = make_job(tmp_path / "opt" / "ml", positives, {**hyperparameters, "mlp_layers": "0"})

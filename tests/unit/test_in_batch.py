@@ -3,15 +3,23 @@ logits and loss, and the positive-only checks of the channels."""
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from object2vec.data.batching import make_batch
+from object2vec.config import Hyperparameters
+from object2vec.data.batching import Batch, make_batch
 from object2vec.data.records import PairDataset, TokenSequences
 from object2vec.errors import ClientError
+from object2vec.model.object2vec import Object2VecModel
+from object2vec.training.distributed import Distributed
 from object2vec.training.in_batch import (
     batch_positives,
     check_positives,
@@ -19,6 +27,7 @@ from object2vec.training.in_batch import (
     positives_only,
     ranking_logits,
 )
+from object2vec.training.sharding import slice_batch
 
 
 def dataset(in0: list[list[int]], in1: list[list[int]], labels: list[int] | None = None) -> PairDataset:
@@ -36,7 +45,8 @@ IN1 = [[10], [20, 21], [11], [20, 21], [3, 0]]
 
 def test_batch_positives_links_equal_in0_and_equal_in1_exactly() -> None:
     batch = make_batch(dataset(IN0, IN1), torch.arange(5))
-    known = batch_positives(batch.in0, batch.in1)
+    known, first = batch_positives(batch.in0, batch.in1)
+    assert first == 0
     expected = torch.eye(5, dtype=torch.bool)
     expected[0, 2] = expected[2, 0] = True  # in1 of pair 2 is a label of document 0, and back
     expected[1, 3] = expected[3, 1] = True  # in1 of pair 3 is pair 1's in1
@@ -46,7 +56,7 @@ def test_batch_positives_links_equal_in0_and_equal_in1_exactly() -> None:
 def test_batch_positives_follow_through_a_shared_row() -> None:
     # Pair 0 (a, x), pair 1 (a, y), pair 2 (b, y): (b, x) is not known, (a, y) is.
     batch = make_batch(dataset([[1], [1], [2]], [[10], [11], [11]]), torch.arange(3))
-    known = batch_positives(batch.in0, batch.in1)
+    known, _ = batch_positives(batch.in0, batch.in1)
     assert known.tolist() == [[True, True, True], [True, True, True], [False, True, True]]
 
 
@@ -56,14 +66,15 @@ def test_batch_positives_with_grouped_in0_rows() -> None:
     group = torch.tensor([0, 0, 1])
     batch = make_batch(data, torch.arange(3), group)
     assert batch.in0_rows is not None
-    known = batch_positives(batch.in0, batch.in1, batch.in0_rows)
+    known, _ = batch_positives(batch.in0, batch.in1, batch.in0_rows)
     assert known.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
 
 
 def test_ranking_logits_mask_other_positives_but_never_the_pair_itself() -> None:
     batch = make_batch(dataset(IN0, IN1), torch.arange(5))
     margins = torch.arange(25, dtype=torch.float32).view(5, 5)
-    logits = ranking_logits(margins, batch)
+    logits, targets = ranking_logits(margins, batch)
+    assert targets.tolist() == [0, 1, 2, 3, 4]
     assert torch.equal(logits.diagonal(), margins.diagonal())
     assert logits[0, 2] == -math.inf and logits[2, 0] == -math.inf
     assert logits[1, 3] == -math.inf and logits[3, 1] == -math.inf
@@ -102,3 +113,81 @@ def test_positives_only_keeps_the_positive_pairs() -> None:
     assert positives_only(same, "test") is same
     with pytest.raises(ClientError, match="the test channel by ranking its positive pairs"):
         positives_only(dataset([[1]], [[2]], [0]), "test")
+
+
+# A global mini-batch whose positives cross the processes' shares (rows 0-2 and 3-5 of two):
+# pairs 0 and 5 share their in0, pairs 1 and 4 their in1.
+GLOBAL_IN0 = [[1, 2], [3], [4, 5, 6], [7], [8, 9], [1, 2]]
+GLOBAL_IN1 = [[10], [11, 12], [13], [14, 15, 16], [11, 12], [17]]
+RANKING_MODEL = {
+    "enc0_network": "pooled_embedding",
+    "enc0_vocab_size": 20,
+    "enc0_max_seq_len": 4,
+    "enc0_token_embedding_dim": 4,
+    "enc_dim": 6,
+    "comparator_list": "hadamard,abs_diff",  # the general path: every pair through the MLP
+    "mlp_layers": 1,
+    "mlp_dim": 5,
+    "num_classes": 2,
+    "dropout": 0.0,
+    "in_batch_negatives": "true",
+}
+
+
+def ranking_model() -> Object2VecModel:
+    torch.manual_seed(0)
+    return Object2VecModel(Hyperparameters.from_dict(RANKING_MODEL))
+
+
+def global_batch() -> Batch:
+    return make_batch(dataset(GLOBAL_IN0, GLOBAL_IN1), torch.arange(len(GLOBAL_IN0)))
+
+
+def one_step(model: torch.nn.Module, batch: Batch, job: Distributed | None) -> dict:
+    """What Trainer.scored and a training step do: margins against the candidates, the loss, its
+    gradients (averaged over the processes by DDP)."""
+    gather = None if job is None else (lambda rows: job.gather_rows(rows)[0])
+    margins = model(batch.in0, batch.in1, all_pairs=True, gather=gather)
+    logits, targets, loss = in_batch_step(margins, batch, job)
+    loss.backward()
+    module = model.module if hasattr(model, "module") else model
+    return {
+        "logits": logits.tolist(),
+        "targets": targets.tolist(),
+        "loss": loss.item(),
+        "grads": {name: p.grad.flatten().tolist() for name, p in module.named_parameters() if p.grad is not None},
+    }
+
+
+def _process_step(rank: int, port: int, out: str) -> None:
+    """One of two processes (spawned): its contiguous share of the global batch, as sharding gives."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        job = Distributed(rank, 2, rank, 2, torch.device("cpu"))
+        step = one_step(job.wrap(ranking_model()), slice_batch(global_batch(), 2, rank), job)
+        Path(out, f"rank{rank}.json").write_text(json.dumps(step))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_rank_among_the_whole_global_batch_as_one_process(tmp_path: Path) -> None:
+    """Each process's pairs are ranked against every in1 of the global mini-batch (gathered with
+    their gradients), the positives of the other process's share masked: the logits, the loss and
+    the DDP-averaged gradients are those of one process taking the whole batch."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_process_step, args=(port, str(tmp_path)), nprocs=2)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    alone = one_step(ranking_model(), global_batch(), None)
+    logits = torch.tensor(ranks[0]["logits"] + ranks[1]["logits"])  # (6, 6): rows of rank 0, then of rank 1
+    torch.testing.assert_close(logits, torch.tensor(alone["logits"]))
+    assert logits[0, 5] == -math.inf and logits[5, 0] == -math.inf  # positives across the shares
+    assert logits[1, 4] == -math.inf and logits[4, 1] == -math.inf
+    assert ranks[0]["targets"] == [0, 1, 2] and ranks[1]["targets"] == [3, 4, 5]
+    assert (ranks[0]["loss"] + ranks[1]["loss"]) / 2 == pytest.approx(alone["loss"], rel=1e-5)
+    for rank in ranks:
+        assert rank["grads"].keys() == alone["grads"].keys()
+        for name, grad in alone["grads"].items():
+            torch.testing.assert_close(torch.tensor(rank["grads"][name]), torch.tensor(grad), msg=name)

@@ -6,7 +6,7 @@ view each side's encoder reads, for the batcher to build once per batch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -101,14 +101,21 @@ class Object2VecModel(nn.Module):
         return self.encoders[index](tokens)
 
     def forward(
-        self, in0: Tokens, in1: Tokens, in0_rows: torch.Tensor | None = None, all_pairs: bool = False
+        self,
+        in0: Tokens,
+        in1: Tokens,
+        in0_rows: torch.Tensor | None = None,
+        all_pairs: bool = False,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Raw outputs: (B, num_classes) logits for softmax, (B, 1) values for regression.
 
         in0_rows (B,): in0 holds D distinct sequences and pair i uses in0_rows[i] (a grouped batch:
         each document is encoded once for all its pairs); None: in0 has B sequences, one per pair.
         all_pairs: every in0 against every in1 of the batch instead, (B, B) positive-class margins
-        (`pair_margins`, what in-batch negatives rank); through forward so that DDP sees the step."""
+        (`pair_margins`, what in-batch negatives rank); through forward so that DDP sees the step.
+        gather (with all_pairs): (B, enc_dim) in1 encodings -> (C, enc_dim) candidates, e.g. those of
+        every process of a job; the margins are then (B, C)."""
         if self.siamese:  # one encoder: both sides in one forward (half the kernel launches)
             a, b = self.encode(0, Tokens.cat([in0, in1])).split([len(in0), len(in1)])  # (B or D, enc_dim), (B, enc_dim)
         else:
@@ -116,7 +123,9 @@ class Object2VecModel(nn.Module):
             b = self.encode(1, in1)  # (B, enc_dim)
         if in0_rows is not None:
             a = a.index_select(0, in0_rows)  # (D, enc_dim) -> (B, enc_dim); the backward sums per document
-        return self.pair_margins(a, b) if all_pairs else self.score_encodings(a, b)
+        if not all_pairs:
+            return self.score_encodings(a, b)
+        return self.pair_margins(a, b if gather is None else gather(b))
 
     def score_encodings(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Raw outputs of already encoded pairs (comparator + MLP): (B, enc_dim) x 2 -> (B, output_dim).

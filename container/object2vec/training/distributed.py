@@ -10,6 +10,10 @@ A job runs one process per GPU on each host, hosts from resourceconfig.json:
 The model is wrapped in DistributedDataParallel, so every process holds the same weights after
 every step.
 
+In-batch negatives rank each pair's in1 against those of the whole global mini-batch: the
+processes gather one another's in1 encodings (`gather_rows`, gradients flowing back to their
+owners), so a job of N processes learns what one process with the same mini_batch_size would.
+
 Metrics are sums and counts, all-reduced, so the lines the master writes are those of the whole
 job; other processes write none. Stop requests are agreed on at every step (one tiny all-reduce
 on the CPU), so that every process stops after the same step and none waits in a collective.
@@ -21,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed._functional_collectives as functional_collectives
 from torch import nn
 
 from object2vec.training.metrics import MetricAccumulator
@@ -100,6 +105,34 @@ class Distributed:
         values = torch.tensor([value], dtype=torch.int64)
         dist.all_reduce(values, op=dist.ReduceOp.MIN, group=self.control)
         return int(values[0])
+
+    def agree_max(self, values: list[int]) -> list[int]:
+        """Element-wise maxima of small integers over all processes."""
+        if not self.enabled:
+            return values
+        tensor = torch.tensor(values, dtype=torch.int64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.control)
+        return [int(v) for v in tensor]
+
+    def gather_rows(self, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Every process's `rows` (n_p, ...) concatenated in rank order, (sum of n_p, ...), and the
+        index of this process's first row there. The counts n_p may differ, the other dimensions
+        not. Differentiable: the gradient of each process's rows comes back to it, summed over the
+        processes that used them (DDP then averages the parameters' gradients as usual)."""
+        if not self.enabled:
+            return rows, 0
+        counts = torch.zeros(self.world_size, dtype=torch.int64)  # (W,) on the CPU, as the flags
+        counts[self.rank] = len(rows)
+        dist.all_reduce(counts, group=self.control)
+        sizes = counts.tolist()
+        most = max(sizes)
+        padded = torch.cat([rows, rows.new_zeros(most - len(rows), *rows.shape[1:])])  # (most, ...)
+        # The functional collective (torch.distributed.nn.functional.all_gather's named successor)
+        # has a backward: a reduce-scatter of the gradients to the processes that own the rows.
+        gathered = functional_collectives.all_gather_single_autograd(padded, 0, dist.group.WORLD)  # (W * most, ...)
+        gathered = functional_collectives.wait_tensor(gathered)
+        parts = [gathered[rank * most : rank * most + size] for rank, size in enumerate(sizes)]
+        return torch.cat(parts), sum(sizes[: self.rank])
 
     def barrier(self) -> None:
         if self.enabled:

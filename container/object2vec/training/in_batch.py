@@ -11,6 +11,11 @@ and embeddings as any other. Pairs that are positives of the batch (the same in0
 in1 as some pair of the batch: a duplicated in1, or a second label of the same document) are not
 counted as negatives. The reported cross_entropy and accuracy are of this ranking: accuracy is
 the share of pairs whose own in1 scores highest in their batch.
+
+A job of several processes ranks among the whole global mini-batch, as one process would: each
+gathers the in1 encodings of the others' shares (`Distributed.gather_rows`, with their gradients)
+and the sequences of their pairs (for the positives). Validation ranks within each process's own
+batches of mini_batch_size.
 """
 
 from __future__ import annotations
@@ -23,50 +28,72 @@ import torch.nn.functional as F
 from object2vec.data.batching import Batch, Tokens
 from object2vec.data.records import PairDataset
 from object2vec.errors import ClientError
+from object2vec.training.distributed import Distributed
 
 logger = logging.getLogger(__name__)
 
 POSITIVE_LABEL = 1  # class 1 of num_classes=2; class 0 is "unrelated", as in negative sampling
 
 
-def ranking_logits(margins: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """(B, B) margins -> (B, B) logits of the in-batch ranking: row i ranks every in1 of the batch
-    for in0 i; the batch's other positives of in0 i are -inf (never a negative)."""
-    known = batch_positives(batch.in0, batch.in1, batch.in0_rows).to(margins.device)  # (B, B)
-    known.fill_diagonal_(False)
-    return margins.masked_fill(known, float("-inf"))
+def in_batch_step(
+    margins: torch.Tensor, batch: Batch, dist: Distributed | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, C) margins of a batch's in0 against the C candidate in1 -> (logits (B, C), targets
+    (B,), mean loss). The candidates are the batch's own in1 (C = B), or with `dist` those of
+    every process's share of the global mini-batch in rank order (this process's from column
+    `first` on)."""
+    logits, targets = ranking_logits(margins, batch, dist)
+    return logits, targets, F.cross_entropy(logits, targets)
 
 
-def ranking_targets(logits: torch.Tensor) -> torch.Tensor:
-    """(B,) the column of each row's own in1: the diagonal."""
-    return torch.arange(logits.shape[0], device=logits.device)
+def ranking_logits(
+    margins: torch.Tensor, batch: Batch, dist: Distributed | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C) margins -> (B, C) logits of the in-batch ranking and (B,) the column of each pair's
+    own in1: row i ranks every candidate in1 for in0 i; the other positives of in0 i among them
+    are -inf (never a negative)."""
+    known, first = batch_positives(batch.in0, batch.in1, batch.in0_rows, dist)  # (B, C)
+    rows = torch.arange(len(known), device=margins.device)
+    targets = rows + first
+    known = known.to(margins.device)
+    known[rows, targets] = False
+    return margins.masked_fill(known, float("-inf")), targets
 
 
-def batch_positives(in0: Tokens, in1: Tokens, in0_rows: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, B) bool: whether in0 i with in1 j is a pair of the batch, i.e. some pair k has in0 k
-    equal to in0 i and in1 k equal to in1 j (the diagonal is always true)."""
-    group0 = _groups(in0)  # (B or D,)
+def batch_positives(
+    in0: Tokens, in1: Tokens, in0_rows: torch.Tensor | None = None, dist: Distributed | None = None
+) -> tuple[torch.Tensor, int]:
+    """(B, C) bool: whether in0 i with candidate in1 j is a pair of the batch, i.e. some pair k
+    has in0 k equal to in0 i and in1 k equal to in1 j; and the column of this process's first
+    pair. One process: the candidates are the batch's own in1 (C = B, first 0, the diagonal is
+    true). With `dist`: every process's pairs and in1, gathered in rank order (C = the global batch)."""
+    keys0, keys1 = _keys(in0), _keys(in1)  # (B or D, 1 + L0), (B, 1 + L1)
     if in0_rows is not None:
-        group0 = group0.index_select(0, in0_rows)  # (B,)
-    group1 = _groups(in1)  # (B,)
+        keys0 = keys0.index_select(0, in0_rows)  # (B, 1 + L0)
+    first = 0
+    if dist is not None and dist.enabled:
+        width0, width1 = dist.agree_max([keys0.shape[1], keys1.shape[1]])
+        keys = torch.cat([_widened(keys0, width0), _widened(keys1, width1)], dim=1)  # (B, width0 + width1)
+        keys, first = dist.gather_rows(keys)  # (C, width0 + width1): every process's pairs
+        keys0, keys1 = keys.split([width0, width1], dim=1)
+    group0 = torch.unique(keys0, dim=0, return_inverse=True)[1]  # (C,) equal ids for equal sequences
+    group1 = torch.unique(keys1, dim=0, return_inverse=True)[1]  # (C,)
     # The batch's (in0, in1) pairs as a table of distinct in0 x distinct in1, then looked up for
-    # every (i, j): O(B^2) time and memory, as the margins themselves.
+    # every (i, j): O(B * C) time and memory, as the margins themselves.
     pairs = torch.zeros(int(group0.max()) + 1, int(group1.max()) + 1, dtype=torch.bool, device=group0.device)
     pairs[group0, group1] = True  # (D0, D1)
-    return pairs.index_select(0, group0).index_select(1, group1)  # (B, B)
+    own = group0.narrow(0, first, len(in1))  # (B,) this process's pairs
+    return pairs.index_select(0, own).index_select(1, group1), first
 
 
-def _groups(tokens: Tokens) -> torch.Tensor:
-    """(B,) int64: equal ids for equal sequences (exact: a row-wise unique of length + ids)."""
-    keys = torch.cat([tokens.lengths[:, None], tokens.padded_ids()], dim=1)  # (B, 1 + L)
-    return torch.unique(keys, dim=0, return_inverse=True)[1]
+def _keys(tokens: Tokens) -> torch.Tensor:
+    """(B, 1 + L) int64: length + ids, zero-padded; equal rows for equal sequences (exact)."""
+    return torch.cat([tokens.lengths[:, None], tokens.padded_ids()], dim=1)
 
 
-def in_batch_step(outputs: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, B) margins of a batch -> (logits (B, B), targets (B,), mean loss)."""
-    logits = ranking_logits(outputs, batch)
-    targets = ranking_targets(logits)
-    return logits, targets, F.cross_entropy(logits, targets)
+def _widened(keys: torch.Tensor, width: int) -> torch.Tensor:
+    """Keys zero-padded to `width` columns (a longer padding keeps equal sequences equal)."""
+    return F.pad(keys, (0, width - keys.shape[1]))
 
 
 def check_positives(dataset: PairDataset, channel: str = "train") -> None:

@@ -197,7 +197,7 @@ class Trainer:
             if governor is not None:
                 governor.tick()  # cheap: a clock read, and /proc/stat every ADJUST_SECONDS
             batch = batch.with_layouts(layouts).to(self.device)  # an encoder's packing, made once per batch
-            outputs, labels, loss = self.scored(self.net, batch)
+            outputs, labels, loss = self.scored(self.net, batch, across_processes=True)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -213,11 +213,18 @@ class Trainer:
             log_quality(self.host, "train", name, value, epoch)
         return metrics
 
-    def scored(self, net: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def scored(
+        self, net: torch.nn.Module, batch: Batch, across_processes: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A batch through `net` (the DDP wrapper when training): (outputs, their labels, mean loss).
-        With in-batch negatives the outputs are the (B, B) ranking logits, the labels the diagonal."""
-        if self.hp.in_batch_negatives:  # every in0 against every in1 of the batch
-            return in_batch_step(net(batch.in0, batch.in1, batch.in0_rows, all_pairs=True), batch)
+        With in-batch negatives the outputs are the (B, C) ranking logits, the labels the column of
+        each pair's own in1; `across_processes` (training, where every process takes a step at
+        once): the candidates are the in1 of every process's share of the global mini-batch."""
+        if self.hp.in_batch_negatives:  # every in0 against every candidate in1
+            dist = self.dist if across_processes and self.dist.enabled else None
+            gather = None if dist is None else (lambda rows: dist.gather_rows(rows)[0])
+            margins = net(batch.in0, batch.in1, batch.in0_rows, all_pairs=True, gather=gather)  # (B, C)
+            return in_batch_step(margins, batch, dist)
         outputs = net(batch.in0, batch.in1, batch.in0_rows)  # (B, num_classes) or (B, 1)
         return outputs, batch.labels, compute_loss(outputs, batch.labels, self.hp.is_classification)
 
