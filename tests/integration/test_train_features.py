@@ -286,6 +286,10 @@ def test_in_batch_negatives_learn_from_positive_pairs_alone(tmp_path: Path, chan
     positive, negative = scores(true_pairs), scores(random_pairs)
     auc = float((positive[:, None] > negative[None, :]).float().mean())
     assert auc > 0.9, auc
+    # Calibrated on the validation pairs: 0.5 separates true pairs from random ones (before, with
+    # the cosine, 80% of random pairs scored above 0.5).
+    assert "In-batch negatives: pair scores calibrated on 100 validation pairs against" in log
+    assert float((positive > 0.5).float().mean()) > 0.85 and float((negative < 0.5).float().mean()) > 0.85
 
     write_jsonl(data / "train" / "train.jsonl", topic_pairs(rng, 50, True) + topic_pairs(rng, 5, False))
     message = failure(base, run_train(base))

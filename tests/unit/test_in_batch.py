@@ -21,7 +21,9 @@ from object2vec.errors import ClientError
 from object2vec.model.object2vec import Object2VecModel
 from object2vec.training.distributed import Distributed
 from object2vec.training.in_batch import (
+    balanced_shift,
     batch_positives,
+    calibrate,
     check_positives,
     in_batch_step,
     positives_only,
@@ -191,3 +193,44 @@ def test_two_processes_rank_among_the_whole_global_batch_as_one_process(tmp_path
         assert rank["grads"].keys() == alone["grads"].keys()
         for name, grad in alone["grads"].items():
             torch.testing.assert_close(torch.tensor(rank["grads"][name]), torch.tensor(grad), msg=name)
+
+
+def test_balanced_shift_is_the_midpoint_of_mirrored_margins() -> None:
+    # Positives and negatives mirrored around 4: the equal-weight logistic fit puts 0.5 at 4.
+    shift = balanced_shift(torch.tensor([5.0, 7.0], dtype=torch.float64), torch.tensor([1.0, 3.0], dtype=torch.float64))
+    assert shift == pytest.approx(-4.0, abs=1e-9)
+
+
+def test_balanced_shift_equals_a_missed_pair_and_a_false_alarm_on_average() -> None:
+    generator = torch.Generator().manual_seed(0)
+    positives = torch.randn(50, generator=generator, dtype=torch.float64) * 3 + 12  # a scale-20 cosine's margins
+    negatives = torch.randn(900, generator=generator, dtype=torch.float64) * 2 + 3
+    shift = balanced_shift(positives, negatives)
+    missed, false_alarm = 1 - torch.sigmoid(positives + shift).mean(), torch.sigmoid(negatives + shift).mean()
+    assert float(missed) == pytest.approx(float(false_alarm), abs=1e-9)
+    assert 3 < -shift < 12
+
+
+def test_calibrate_moves_the_class_1_bias_only_and_keeps_the_ranking() -> None:
+    model = ranking_model()
+    data = dataset([[i % 19 + 1] for i in range(40)], [[(3 * i) % 19 + 1, 2] for i in range(40)])
+    hp = model.hp
+    batch = make_batch(data, torch.arange(40))
+    with torch.no_grad():
+        before = model(batch.in0, batch.in1, all_pairs=True)  # (40, 40)
+        weights = {name: p.clone() for name, p in model.named_parameters()}
+    calibration = calibrate(model, data, hp, torch.device("cpu"))
+    assert calibration is not None and calibration.positives == 40
+    with torch.no_grad():
+        after = model(batch.in0, batch.in1, all_pairs=True)
+    torch.testing.assert_close(after, before + calibration.shift)  # every margin shifted alike
+    changed = [name for name, p in model.named_parameters() if not torch.equal(p, weights[name])]
+    assert changed == [f"mlp.{len(model.mlp) - 1}.bias"]  # the output layer's bias (its class-1 entry)
+    assert calibration.positive_score == pytest.approx(1 - calibration.negative_score, abs=1e-6)
+
+
+def test_calibrate_leaves_a_model_without_negatives_alone() -> None:
+    model = ranking_model()
+    bias = model.mlp[-1].bias.detach().clone()
+    assert calibrate(model, dataset([[1]], [[2]]), model.hp, torch.device("cpu")) is None
+    assert torch.equal(model.mlp[-1].bias, bias)

@@ -16,23 +16,32 @@ A job of several processes ranks among the whole global mini-batch, as one proce
 gathers the in1 encodings of the others' shares (`Distributed.gather_rows`, with their gradients)
 and the sequences of their pairs (for the positives). Validation ranks within each process's own
 batches of mini_batch_size.
+
+The ranking fixes the margins only up to a constant per in0 (a softmax over a row ignores it), so
+after training `calibrate` shifts the class-1 bias to where a probability of 0.5 separates true
+pairs from the batch's negatives at equal weight; without it a random pair scored as a pair. The
+ranking, the embeddings and the metrics do not change.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from object2vec.data.batching import Batch, Tokens
+from object2vec.config import Hyperparameters
+from object2vec.data.batching import Batch, Tokens, iterate_batches
 from object2vec.data.records import PairDataset
 from object2vec.errors import ClientError
+from object2vec.model.object2vec import Object2VecModel
 from object2vec.training.distributed import Distributed
 
 logger = logging.getLogger(__name__)
 
 POSITIVE_LABEL = 1  # class 1 of num_classes=2; class 0 is "unrelated", as in negative sampling
+CALIBRATION_NEGATIVES = 1 << 22  # negative pairs' margins kept for the calibration (bounds its memory)
 
 
 def in_batch_step(
@@ -130,3 +139,59 @@ def positives_only(dataset: PairDataset | None, channel: str) -> PairDataset | N
         len(dataset) - len(keep),
     )
     return PairDataset(in0=dataset.in0.select(keep), in1=dataset.in1.select(keep), labels=dataset.labels[keep])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    shift: float  # added to the margin (the class-1 bias)
+    positives: int  # pairs it was fitted on
+    negatives: int  # in-batch negatives it was fitted on
+    positive_score: float  # mean probability of class 1, after the shift
+    negative_score: float
+
+
+@torch.inference_mode()
+def calibrate(
+    model: Object2VecModel, dataset: PairDataset, hp: Hyperparameters, device: torch.device
+) -> Calibration | None:
+    """Shift the model's class-1 bias so that its pair scores mean something on their own: over the
+    seeded batches of `dataset` (positive pairs, batches of mini_batch_size as in training), the
+    mean score of a negative equals one minus that of a true pair. None (the model unchanged) when
+    the batches hold no negatives (one pair, or every pair a positive of every other)."""
+    model.eval()
+    positives, negatives, count = [], [], 0
+    generator = torch.Generator().manual_seed(hp.seed)
+    for batch in iterate_batches(dataset, hp.mini_batch_size, generator, hp.bucket_width):
+        batch = batch.with_layouts(model.layouts).to(device)
+        margins = model(batch.in0, batch.in1, batch.in0_rows, all_pairs=True)  # (B, B)
+        known, _ = batch_positives(batch.in0, batch.in1, batch.in0_rows)  # (B, B)
+        positives.append(margins.diagonal().double().cpu())  # (B,)
+        negatives.append(margins[~known.to(margins.device)].double().cpu())  # (<= B * (B - 1),)
+        count += len(negatives[-1])
+        if count >= CALIBRATION_NEGATIVES:
+            break
+    if count == 0:
+        return None
+    true, false = torch.cat(positives), torch.cat(negatives)
+    shift = balanced_shift(true, false)
+    model.mlp[-1].bias[1] += shift  # the margin is class 1's logit minus class 0's
+    return Calibration(
+        shift,
+        len(true),
+        len(false),
+        float(torch.sigmoid(true + shift).mean()),
+        float(torch.sigmoid(false + shift).mean()),
+    )
+
+
+def balanced_shift(positives: torch.Tensor, negatives: torch.Tensor, steps: int = 100) -> float:
+    """The c that minimises mean softplus(-(p + c)) + mean softplus(n + c), the logistic loss with
+    positives and negatives weighted equally: the root of mean sigmoid(p + c) - 1 + mean
+    sigmoid(n + c), which rises from -1 to 1 with c (bisection: no step can overshoot)."""
+    bound = float(torch.cat([positives, negatives]).abs().max()) + 40.0  # sigmoid saturates beyond
+    low, high = -bound, bound
+    for _ in range(steps):
+        middle = (low + high) / 2
+        slope = torch.sigmoid(positives + middle).mean() - 1 + torch.sigmoid(negatives + middle).mean()
+        low, high = (low, middle) if slope > 0 else (middle, high)
+    return (low + high) / 2

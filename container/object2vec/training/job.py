@@ -27,7 +27,7 @@ from object2vec.retrieval.index_file import INDEX_FILE
 from object2vec.threads import ADJUST_SECONDS, ThreadGovernor, describe_wait_policy, free_cores, thread_count
 from object2vec.training.checkpoint import Checkpointer, CheckpointStore
 from object2vec.training.distributed import Distributed
-from object2vec.training.in_batch import positives_only
+from object2vec.training.in_batch import calibrate, positives_only
 from object2vec.training.metrics import log_quality
 from object2vec.training.processes import run_local_processes
 from object2vec.training.rendezvous import connect
@@ -137,6 +137,8 @@ def train_with(
                 f"training stopped by {result.stopped_by} before the first epoch ended; no model saved"
             )
         model.load_state_dict(result.best_state)
+        if hp.in_batch_negatives:
+            calibrate_in_batch_scores(model, hp, device, validation, train)
         info = {
             "training": {
                 "best_epoch": result.best_epoch,
@@ -171,6 +173,39 @@ def train_with(
         (env.model_dir / INDEX_FILE).unlink()
         logger.warning("Removed %s: it was built for an earlier model", env.model_dir / INDEX_FILE)
     logger.info("%s", describe_time(clock, result.epochs_completed))
+
+
+def calibrate_in_batch_scores(
+    model: Object2VecModel,
+    hp: Hyperparameters,
+    device: torch.device,
+    validation: PairDataset | None,
+    train: PairDataset | PipeEpochs,
+) -> None:
+    """The ranking leaves the pair scores' offset free: fit it on the validation pairs, else on the
+    training pairs (in_batch.calibrate)."""
+    name, pairs = ("validation", validation) if validation is not None else ("train", train)
+    if not isinstance(pairs, PairDataset):  # a Pipe-mode channel is streamed once per epoch
+        logger.warning(
+            "In-batch negatives: the pair scores were not calibrated (no validation channel, and the train "
+            "channel is in Pipe mode): they rank pairs, but 0.5 does not separate true pairs from others; "
+            "give a validation channel of positive pairs to calibrate them"
+        )
+        return
+    calibration = calibrate(model, pairs, hp, device)
+    if calibration is None:
+        logger.warning("In-batch negatives: the pair scores were not calibrated: no %s batch holds a negative", name)
+        return
+    logger.info(
+        "In-batch negatives: pair scores calibrated on %d %s pairs against %d in-batch negatives (class-1 bias "
+        "%+.4g): mean score of a true pair %.3f, of a negative %.3f",
+        calibration.positives,
+        name,
+        calibration.negatives,
+        calibration.shift,
+        calibration.positive_score,
+        calibration.negative_score,
+    )
 
 
 def write_retrieval_index(
