@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from object2vec.config import Hyperparameters
 from object2vec.data.records import PairDataset, TokenSequences
@@ -50,6 +51,20 @@ def test_files_are_json_and_safetensors_only(tmp_path: Path) -> None:
     assert document["tensors_file"] == "algo-1-000001.safetensors"
     assert document["position"] == {"epoch": 0, "step": 0}
     assert (tmp_path / "algo-1-000001.safetensors").read_bytes()[8:9] == b"{"  # safetensors header
+
+
+def test_a_tensor_under_two_names_is_stored_once(tmp_path: Path) -> None:
+    shared = torch.arange(4, dtype=torch.float32)  # a tied weight: one tensor, two state-dict names
+    body = {"model": {"enc0.w": shared, "enc1.w": shared.detach(), "other": shared.clone()}}
+    store = CheckpointStore(tmp_path, "algo-1")
+    store.save(body, Position(0, 0))
+    with safe_open(str(tmp_path / "algo-1-000001.safetensors"), framework="pt") as handle:
+        assert sorted(handle.keys()) == ["t.model.enc0.w", "t.model.other"]  # noqa: SIM118
+    loaded = store.load(store.positions()[0][1])
+    assert loaded is not None
+    model = loaded["model"]
+    assert model["enc1.w"] is model["enc0.w"] and torch.equal(model["enc0.w"], shared)
+    assert torch.equal(model["other"], shared)
 
 
 def test_keeps_the_newest_two_per_host(tmp_path: Path) -> None:
@@ -194,3 +209,19 @@ def test_no_store_means_no_resume() -> None:
     hp = hyperparameters()
     trainer = make_trainer(hp, StopSignal(), Checkpointer(None, Distributed.single(CPU), hp.to_dict()))
     assert trainer.restore() is None and not trainer.checkpointer.writes
+
+
+def test_a_tied_encoder_is_copied_and_checkpointed_once(tmp_path: Path) -> None:
+    hp = Hyperparameters.from_dict({**hyperparameters().to_dict(), "tied_encoders": True, "epochs": 1})
+    store = CheckpointStore(tmp_path, "algo-1")
+    trainer = make_trainer(hp, StopSignal(), Checkpointer(store, Distributed.single(CPU), hp.to_dict()))
+    result = trainer.fit(dataset(), dataset(12))
+    assert result.best_state is not None
+    tied = [name for name in result.best_state if name.startswith("encoders.1.")]
+    assert tied and all(result.best_state[name] is result.best_state[name.replace(".1.", ".0.", 1)] for name in tied)
+    with safe_open(str(store.positions()[0][1].with_suffix(".safetensors")), framework="pt") as handle:
+        assert not [name for name in handle.keys() if ".encoders.1." in name]  # noqa: SIM118
+    resumed = make_trainer(hp, StopSignal(), Checkpointer(store, Distributed.single(CPU), hp.to_dict()))
+    assert resumed.restore() is not None
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name

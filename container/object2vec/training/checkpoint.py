@@ -174,23 +174,43 @@ def compatible(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
 # keys), tuples stay tuples; tensors are replaced by {"__tensor__": name}.
 
 
-def _encode(value: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
+def _encode(value: Any, tensors: dict[str, torch.Tensor], path: str = "t", seen: dict | None = None) -> Any:
+    seen = {} if seen is None else seen  # a tensor's identity -> the name it is stored under
     if isinstance(value, torch.Tensor):
-        name = path
         tensor = value.detach()
+        identity = _identity(tensor)
+        if identity in seen:  # a tied weight (one encoder under two names): stored once
+            return {"__tensor__": seen[identity]}
+        name = path
         if tensor.is_sparse:
             tensor = tensor.to_dense()
-        tensors[name] = tensor.to("cpu").contiguous().clone()  # clone: tied weights share storage
+        tensors[name] = tensor.to("cpu").contiguous().clone()  # clone: safetensors refuses shared storage
+        if identity is not None:
+            seen[identity] = name
         return {"__tensor__": name}
     if isinstance(value, dict):
-        return {"__dict__": [[key, _encode(item, tensors, f"{path}.{key}")] for key, item in value.items()]}
+        return {"__dict__": [[key, _encode(item, tensors, f"{path}.{key}", seen)] for key, item in value.items()]}
     if isinstance(value, tuple):
-        return {"__tuple__": [_encode(item, tensors, f"{path}.{i}") for i, item in enumerate(value)]}
+        return {"__tuple__": [_encode(item, tensors, f"{path}.{i}", seen) for i, item in enumerate(value)]}
     if isinstance(value, list):
-        return [_encode(item, tensors, f"{path}.{i}") for i, item in enumerate(value)]
+        return [_encode(item, tensors, f"{path}.{i}", seen) for i, item in enumerate(value)]
     if value is None or isinstance(value, bool | int | float | str):
         return value
     raise TypeError(f"cannot checkpoint a {type(value).__name__} at {path}")
+
+
+def _identity(tensor: torch.Tensor) -> tuple | None:
+    """Equal for two tensors that are the same values in the same memory (None: a sparse one)."""
+    if tensor.is_sparse:
+        return None
+    return (
+        tensor.device,
+        tensor.untyped_storage().data_ptr(),
+        tensor.storage_offset(),
+        tensor.dtype,
+        tuple(tensor.shape),
+        tuple(tensor.stride()),
+    )
 
 
 def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:

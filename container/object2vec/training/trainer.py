@@ -45,6 +45,18 @@ def compute_loss(outputs: torch.Tensor, labels: torch.Tensor, classification: bo
     return F.mse_loss(outputs.squeeze(1), labels)  # outputs: (B, 1)
 
 
+def copy_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state dict; a tied weight (one parameter under two names, e.g. the
+    encoder of tied_encoders) stays one copy."""
+    copies: dict[int, torch.Tensor] = {}
+    state = {}
+    for name, value in model.state_dict(keep_vars=True).items():  # the parameters themselves: tied ones are one
+        if id(value) not in copies:
+            copies[id(value)] = value.detach().clone()
+        state[name] = copies[id(value)]
+    return state
+
+
 def decay_learning_rates(optimizer: Any, factor: float, epoch: int) -> None:
     """Multiply every param group's learning rate by `factor` (and a transformer group's warm-up
     target, so that the ramp ends at the decayed rate). The rates live in the optimizer's
@@ -141,7 +153,7 @@ class Trainer:
                 )
             if result.best_loss is None or loss < result.best_loss:
                 result.best_loss, result.best_epoch = loss, epoch
-                result.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                result.best_state = copy_weights(self.model)
                 logger.info("Epoch %d: %s %s improved to %.6g; keeping this model", epoch, monitored, loss_metric, loss)
             if result.reference is None or loss < result.reference - hp.early_stopping_tolerance:
                 result.reference, result.epochs_without_improvement = loss, 0
