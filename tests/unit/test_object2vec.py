@@ -147,6 +147,18 @@ def test_pair_margins_score_every_pair_as_alone(comparators: str, mlp_layers: in
         torch.testing.assert_close(model(in0, in1, all_pairs=True), expected)
 
 
+def test_a_cosine_regression_starts_spanning_the_label_range() -> None:
+    """comparator_list=cosine, mlp_layers=0 on a regression: cosine 0..1 starts as labels low..high."""
+    model = make_model(output_layer="mean_squared_error", comparator_list="cosine", mlp_layers=0, tied_encoders="true")
+    model.start_cosine_regression(0.0, 5.0)
+    in0, in1 = inputs()
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(model.encode(0, in0), model.encode(0, in1))
+        torch.testing.assert_close(model(in0, in1)[:, 0], 5.0 * cosine)
+    model.start_cosine_regression(2.0, 2.0)  # one label value: a unit scale, not zero (it would never learn)
+    assert model.mlp[-1].weight.item() == 1.0 and model.mlp[-1].bias.item() == 2.0
+
+
 def test_in_batch_cosine_margin_starts_at_the_ranking_scale() -> None:
     """With in-batch negatives a cosine feeds the softmax at scale 20 (temperature 0.05)."""
     model = make_model(num_classes=2, comparator_list="cosine", mlp_layers=0, in_batch_negatives="true")

@@ -106,6 +106,8 @@ def train_with(
     checkpoints = read_transformer_checkpoints(hp, env.channels.get(AUXILIARY))
     model = Object2VecModel(hp, transformer_specs(checkpoints)).to(device)
     logger.info("Model has %d parameters", sum(p.numel() for p in model.parameters()))
+    if hp.scores_by_cosine and not hp.is_classification:  # before init_model: a matching head wins
+        start_from_label_range(model, train, validation)
     initialise_token_embeddings(model, hp, env.channels.get(AUXILIARY))  # logs each encoder's table
     initialise_transformers(model, hp, checkpoints)  # logs each transformer
     if init_model is not None:
@@ -173,6 +175,29 @@ def train_with(
         (env.model_dir / INDEX_FILE).unlink()
         logger.warning("Removed %s: it was built for an earlier model", env.model_dir / INDEX_FILE)
     logger.info("%s", describe_time(clock, result.epochs_completed))
+
+
+def start_from_label_range(
+    model: Object2VecModel, train: PairDataset | PipeEpochs, validation: PairDataset | None
+) -> None:
+    """A regression on the cosine alone starts spanning the training labels' range (the validation
+    labels' when the train channel is streamed in Pipe mode)."""
+    name, pairs = ("train", train) if isinstance(train, PairDataset) else ("validation", validation)
+    if pairs is None or len(pairs) == 0:
+        logger.warning(
+            "Regression on the cosine (comparator_list=cosine, mlp_layers=0): the score starts at the default "
+            "init, since the train channel is in Pipe mode and there is no validation channel to read the labels' "
+            "range from; it may learn slowly (give a validation channel, or mlp_layers >= 1)"
+        )
+        return
+    low, high = float(pairs.labels.min()), float(pairs.labels.max())
+    model.start_cosine_regression(low, high)
+    logger.info(
+        "Regression on the cosine: the score starts at %g + %g x cosine (the %s labels' range)",
+        low,
+        high - low if high > low else 1.0,
+        name,
+    )
 
 
 def calibrate_in_batch_scores(
