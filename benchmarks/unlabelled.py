@@ -103,6 +103,21 @@ def embed_pairs(predictor, records: list[dict]) -> np.ndarray:
     return sts.cosine(a, b)
 
 
+def epochs_argument(text: str) -> dict[str, int]:
+    """--epochs N (every encoder) or ENCODER=N,... -> {encoder: N}."""
+    if text.isdigit():
+        return dict.fromkeys(ENCODERS, int(text))
+    epochs = {}
+    for part in text.split(","):
+        name, _, count = part.partition("=")
+        if name not in ENCODERS or not count.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: give N or ENCODER=N,... with ENCODER one of {', '.join(ENCODERS)}"
+            )
+        epochs[name] = int(count)
+    return epochs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.common_arguments(parser)
@@ -114,9 +129,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--epochs",
-        type=int,
-        help="epochs of every encoder (default: each encoder's own number, chosen on STS-B dev; early stopping "
-        "may end sooner)",
+        type=epochs_argument,
+        help="epochs of every encoder (N), or of some (e.g. hcnn=3,bilstm=3) (default: each encoder's own number, "
+        "chosen on STS-B dev; early stopping may end sooner)",
     )
     parser.add_argument(
         "--hp",
@@ -202,8 +217,9 @@ def main() -> None:
     for encoder in encoders:
         hp = {**report["hyperparameters"], **BASE_HP, **ENCODER_HP[encoder], "enc0_token_embedding_dim": 50}
         hp.update({**pretrained, "enc0_vocab_size": len(vocab), **(QUICK_HP if args.quick else {})})
-        if args.epochs:
-            hp["epochs"] = args.epochs
+        epochs = args.epochs.get(encoder) if args.epochs else None
+        if epochs:
+            hp["epochs"] = epochs
         hp.update(args.hp)
         channels = {"train": [data / "train.jsonl"], "validation": [data / "validation.jsonl"]}
         if trimmed is not None:
@@ -227,7 +243,7 @@ def main() -> None:
             "GloVe-mean cosine",
             target=f">= {COSINE_TARGET}",
             notes=f"dev Pearson {dev_r:.4f}; best epoch {run.best_epoch()}; {embeddings_note}"
-            + (f"; epochs capped at {args.epochs}" if args.epochs else "")
+            + (f"; epochs capped at {epochs}" if epochs else "")
             + (f"; settings {json.dumps(args.hp)}" if args.hp else ""),
         )
         row.met, row.missed_by = common.judge_at_least(test_r, COSINE_TARGET)
