@@ -43,6 +43,8 @@ def test_sts_format_matches_golden(tmp_path: Path, capsys: pytest.CaptureFixture
         "enc0_max_seq_len": 11,
         "tied_encoders": True,
         "output_layer": "mean_squared_error",
+        "comparator_list": "cosine",  # the scores fitted by the embeddings' cosine (sixth round)
+        "mlp_layers": 0,
     }
     assert report["outputs"] == {"train.jsonl": 6}
     golden = FIXTURES / "expected"
