@@ -21,7 +21,7 @@ BENCHMARKS = ROOT / "benchmarks"
 NEEDS = {
     "movielens": (),
     "reuters": ("reuters",),
-    "sts": ("sts",),
+    "sts": ("sts", "reuters"),  # its encoders are pretrained on Reuters sentences (unlabelled.py) first
     "sts_transformer": ("sts",),
     "unlabelled": ("reuters", "sts"),
 }
