@@ -26,6 +26,7 @@ ranking, the embeddings and the metrics do not change.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -105,6 +106,12 @@ def _widened(keys: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(keys, (0, width - keys.shape[1]))
 
 
+def ranking_batches(dataset: PairDataset, hp: Hyperparameters) -> Iterator[Batch]:
+    """Evaluation batches of the ranking: shuffled batches of mini_batch_size (the candidates a pair
+    is ranked among, as in training), the same order on every call so that epochs compare."""
+    return iterate_batches(dataset, hp.mini_batch_size, torch.Generator().manual_seed(hp.seed), hp.bucket_width)
+
+
 def check_positives(dataset: PairDataset, channel: str = "train") -> None:
     """Training data for in-batch negatives holds positive pairs only."""
     others = int((dataset.labels != POSITIVE_LABEL).sum())
@@ -160,8 +167,7 @@ def calibrate(
     the batches hold no negatives (one pair, or every pair a positive of every other)."""
     model.eval()
     positives, negatives, count = [], [], 0
-    generator = torch.Generator().manual_seed(hp.seed)
-    for batch in iterate_batches(dataset, hp.mini_batch_size, generator, hp.bucket_width):
+    for batch in ranking_batches(dataset, hp):
         batch = batch.with_layouts(model.layouts).to(device)
         margins = model(batch.in0, batch.in1, batch.in0_rows, all_pairs=True)  # (B, B)
         known, _ = batch_positives(batch.in0, batch.in1, batch.in0_rows)  # (B, B)

@@ -27,7 +27,7 @@ from object2vec.model.object2vec import Object2VecModel
 from object2vec.threads import ThreadGovernor
 from object2vec.training.checkpoint import Checkpointer, Position
 from object2vec.training.distributed import Distributed
-from object2vec.training.in_batch import check_positives, in_batch_step
+from object2vec.training.in_batch import check_positives, in_batch_step, ranking_batches
 from object2vec.training.metrics import MetricAccumulator, log_progress, log_quality, log_throughput, loss_name
 from object2vec.training.optimizers import make_optimizer
 from object2vec.training.pretrained_lr import TARGET_LR
@@ -249,10 +249,7 @@ class Trainer:
         # Bucketed by length: the metrics are sums, and similar lengths keep packed steps few.
         batches = length_sorted_batches(dataset, batch_size)
         if self.hp.in_batch_negatives:
-            # The training ranking: shuffled batches of mini_batch_size (the candidates a pair is
-            # ranked among), the same order every epoch so that the epochs compare.
-            generator = torch.Generator().manual_seed(self.hp.seed)
-            batches = iterate_batches(dataset, self.hp.mini_batch_size, generator, self.hp.bucket_width)
+            batches = ranking_batches(dataset, self.hp)  # the training ranking's candidates
         for batch in batches:
             if self.governor is not None:
                 self.governor.tick()
