@@ -74,3 +74,24 @@ def test_errors(
     argv = [a.format(missing=tmp_path / "missing.txt", lines=lines) for a in argv]
     assert prepare_main(["tokenize", "--tokenizer", str(tiny_tokenizer), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_vocab_json_tokenizes_as_prepare_encoded_the_training_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"<unk>": 0, "a": 1, "man": 2, "do": 3, "n't": 4, ".": 5}))
+    out = tokenize(capsys, "--vocab", vocab, "--text", "A man don't.", "--text", "A zebra", "--format", "jsonlines")
+    assert [json.loads(line) for line in out.splitlines()] == [{"in0": [1, 2, 3, 4, 5]}, {"in0": [1, 0]}]
+    cased = tokenize(capsys, "--vocab", vocab, "--no-lowercase", "--pair", "A man", "a man", "--max-seq-len", 1)
+    assert json.loads(cased) == {"instances": [{"in0": [0], "in1": [1]}]}  # "A" is not in the vocabulary
+
+
+def test_the_tokenizer_is_given_exactly_once(
+    tiny_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    vocab = tmp_path / "vocab.json"
+    vocab.write_text(json.dumps({"a": 0}))
+    for argv in ([], ["--tokenizer", str(tiny_tokenizer), "--vocab", str(vocab)]):
+        assert prepare_main(["tokenize", *argv, "--text", "a"]) == 2
+        assert "--tokenizer tokenizer.json" in capsys.readouterr().err

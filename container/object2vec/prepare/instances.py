@@ -1,7 +1,8 @@
-"""`prepare tokenize`: raw text -> inference request instances, with a checkpoint's tokenizer.
+"""`prepare tokenize`: raw text -> inference request instances, with the training data's tokenizer.
 
-The client side of the contract for a transformer model: the server takes token ids only, so text
-is tokenized here, with the same tokenizer.json `prepare --tokenizer` used for the training data.
+The client side of the contract: the server takes token ids only, so text is tokenized here, the
+way the training data was: a transformer checkpoint's tokenizer.json (`--tokenizer`, as `prepare
+--tokenizer` used), or the regex tokenizer and the vocab.json `prepare` wrote (`--vocab`).
 Texts come from the command line (--text, --pair) or a file (one text, or text1<TAB>text2 with
 --pairs, per line); the output is a request body for /invocations: {"instances": [...]} (JSON) or
 one instance per line (JSON Lines), on stdout (pipe it to curl) or in --output.
@@ -13,6 +14,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from object2vec.errors import ClientError
 from object2vec.prepare.io import MAX_LINE_CHARS, AtomicFile, check_outputs, read_lines
 from object2vec.prepare.options import non_negative_int
 from object2vec.prepare.pretrained_tokenizer import PretrainedTokenizer
+from object2vec.prepare.text import Tokenizer, Vocab, truncate
 from object2vec.record_format import INPUT_KEYS
 
 logger = logging.getLogger(__name__)
@@ -32,14 +35,28 @@ MAX_COMMAND_LINE_TEXTS = 10_000
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "tokenize",
-        help="raw text -> request instances for /invocations, with a checkpoint's tokenizer.json",
-        description="Tokenize texts with a pretrained checkpoint's tokenizer.json (the one the training data was "
-        'prepared with, --tokenizer) into /invocations instances: {"in0": ids} per text (embeddings), or '
+        help="raw text -> request instances for /invocations, with the training data's tokenizer or vocab.json",
+        description="Tokenize texts the way the training data was (a transformer checkpoint's tokenizer.json, "
+        "--tokenizer, or the vocab.json prepare wrote, --vocab) into /invocations instances: "
+        '{"in0": ids} per text (embeddings), or '
         '{"in0": ids, "in1": ids} per pair (scores). Writes the request body to stdout (default) or --output. '
         "Example: prepare tokenize --tokenizer minilm/tokenizer.json --pair 'A man plays.' 'A man is playing.' "
         "| curl -H 'Content-Type: application/json' --data-binary @- localhost:8080/invocations",
     )
-    parser.add_argument("--tokenizer", type=Path, required=True, help="the checkpoint's tokenizer.json; required")
+    vocabulary = parser.add_argument_group("tokenizer (one of --tokenizer or --vocab)")
+    vocabulary.add_argument("--tokenizer", type=Path, help="a transformer checkpoint's tokenizer.json")
+    vocabulary.add_argument(
+        "--vocab",
+        type=Path,
+        help="the vocab.json `prepare` wrote for the model (hcnn, bilstm, pooled_embedding): text is split by the "
+        "same regex tokenizer; unknown tokens become <unk> if the file has it, else are dropped",
+    )
+    vocabulary.add_argument(
+        "--lowercase",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --vocab: lowercase text first, as `prepare` does by default (default: on)",
+    )
     texts = parser.add_argument_group("texts (one kind)")
     texts.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text to embed (repeatable)")
     texts.add_argument(
@@ -64,8 +81,9 @@ def add_parser(subparsers: Any) -> None:
         "--max-seq-len",
         type=non_negative_int,
         default=0,
-        help="truncate inside the tokenizer, keeping its end token (default: 0, the file's own setting; the "
-        "server truncates to encX_max_seq_len anyway, keeping the first ids)",
+        help="--tokenizer: truncate inside the tokenizer, keeping its end token (default: 0, the file's own "
+        "setting); --vocab: keep the first N ids (default: 0, all). The server truncates to encX_max_seq_len anyway, "
+        "keeping the first ids",
     )
     out.add_argument(
         "--format",
@@ -87,7 +105,16 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
         raise ClientError(f"more than {MAX_COMMAND_LINE_TEXTS} --text/--pair: put them in a file and use --input")
     if args.output is not None:
         check_outputs([args.output], args.overwrite)
-    tokenizer = PretrainedTokenizer.load(args.tokenizer, args.max_seq_len)
+    if (args.tokenizer is None) == (args.vocab is None):
+        raise ClientError(
+            "give the training data's tokenizer: --tokenizer tokenizer.json (a transformer checkpoint's) or "
+            "--vocab vocab.json (the file prepare wrote), one of them"
+        )
+    tokenizer: PretrainedTokenizer | VocabTokenizer
+    if args.tokenizer is not None:
+        tokenizer = PretrainedTokenizer.load(args.tokenizer, args.max_seq_len)
+    else:
+        tokenizer = VocabTokenizer(Tokenizer(lowercase=args.lowercase), Vocab.read(args.vocab), args.max_seq_len)
     instances = [_instance(tokenizer, texts, args.side) for texts in _texts(args)]
     if args.format == "json":
         body = orjson.dumps({"instances": instances}) + b"\n"
@@ -104,7 +131,21 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"command": "tokenize", "output": str(args.output), "instances": len(instances), "longest": longest}
 
 
-def _instance(tokenizer: PretrainedTokenizer, texts: tuple[str, ...], side: str) -> dict[str, list[int]]:
+@dataclass(frozen=True)
+class VocabTokenizer:
+    """Text -> ids as `prepare` encodes training text without --tokenizer: regex tokens, vocab ids."""
+
+    split: Tokenizer
+    vocab: Vocab
+    max_seq_len: int = 0
+
+    def ids(self, text: str) -> list[int]:
+        return truncate(self.vocab.encode(self.split(text)), self.max_seq_len)
+
+
+def _instance(
+    tokenizer: PretrainedTokenizer | VocabTokenizer, texts: tuple[str, ...], side: str
+) -> dict[str, list[int]]:
     if len(texts) == 2:
         return {"in0": tokenizer.ids(texts[0]), "in1": tokenizer.ids(texts[1])}
     return {side: tokenizer.ids(texts[0])}
