@@ -40,7 +40,7 @@ MAX_DIMENSION = 16_384
 MAX_PARTNERS = 100  # --neighbours and --randoms each
 DUPLICATE_COSINE = 0.999  # objects this close are the same object written twice: never paired
 LABEL_DIGITS = 6
-BLOCK_ROWS = 1024  # cosines computed (BLOCK_ROWS, objects) at a time
+BLOCK_CELLS = 1 << 26  # cosines computed (rows, objects) at a time: 256 MiB of float32 at most
 
 
 def add_parser(subparsers: Any) -> None:
@@ -141,8 +141,9 @@ def silver_pairs(
     count = len(embeddings)
     neighbours = min(neighbours, count - 1)
     found: set[tuple[int, int]] = set()
-    for start in range(0, count, BLOCK_ROWS):
-        block = embeddings[start : start + BLOCK_ROWS] @ embeddings.T  # (rows, count) cosines
+    rows = max(1, min(1024, BLOCK_CELLS // count))
+    for start in range(0, count, rows):
+        block = embeddings[start : start + rows] @ embeddings.T  # (rows, count) cosines
         for offset, row in enumerate(block):
             i = start + offset
             row[i] = -np.inf  # never itself
