@@ -30,7 +30,7 @@ import orjson
 
 from object2vec.errors import ClientError
 from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_lines
-from object2vec.prepare.options import non_negative_int
+from object2vec.prepare.options import add_seed, non_negative_int
 from object2vec.record_format import INPUT_KEYS
 
 logger = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def add_parser(subparsers: Any) -> None:
         default=True,
         help="write each pair as (a, b) and (b, a), for two encoders that do not share weights (default: on)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random partners (default 0)")
+    add_seed(parser, "the random partners")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists (default: refuse)")
     parser.set_defaults(run=run)
 
