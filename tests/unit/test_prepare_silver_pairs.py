@@ -126,6 +126,7 @@ def test_refuses_to_replace_its_output(tmp_path: Path, capsys: pytest.CaptureFix
         ('{"in0": [1]}\n{"in0": [2]}\n', '[1, 0]\n{"scores": [0.5]}\n', "line 2: expected"),
         ('{"in0": [1]}\n{"in0": [2]}\n', "[1, 0]\n[1, NaN]\n", "line 2: not valid JSON"),
         ('{"in0": [1]}\n{"in0": [2]}\n', "[1, 0]\n[1e999, 0]\n", "infinity"),
+        ('{"in0": [1]}\n{"in0": [2]}\n', "[1, 0]\n[1e39, 0]\n", "finite as a float32"),
         ('{"in0": [1]}\n{"in0": [1], "in1": [2]}\n', "[1, 0]\n[0, 1]\n", 'exactly one of "in0" or "in1"'),
         ('{"in0": [1]}\n{"in0": [-2]}\n', "[1, 0]\n[0, 1]\n", "non-negative integer token ids"),
         ('{"in0": [1]}\nnot json\n', "[1, 0]\n[0, 1]\n", "line 2: not valid JSON"),

@@ -190,7 +190,7 @@ def read_embeddings(path: Path) -> np.ndarray:
     """(rows, dim) float32 from a .npy matrix or JSON Lines of vectors; finite values only."""
     if path.suffix == ".npy":
         return _npy_embeddings(path)
-    rows: list[list[float]] = []
+    rows: list[np.ndarray] = []  # float32 rows as they are read: Python floats would take 8x the memory
     for line_number, line in read_lines(path, max_chars=MAX_DIMENSION * 32):
         if not line.strip():
             continue
@@ -205,12 +205,13 @@ def read_embeddings(path: Path) -> np.ndarray:
             raise ClientError(f'{where}: expected {{"embeddings": [numbers]}} or [numbers], one vector per line')
         if rows and len(value) != len(rows[0]):
             raise ClientError(f"{where}: {len(value)} values, but line 1's vector has {len(rows[0])}")
-        if len(value) > MAX_DIMENSION or not all(math.isfinite(x) for x in value):
-            raise ClientError(f"{where}: expected at most {MAX_DIMENSION} finite numbers")
-        rows.append(value)
+        row = np.asarray(value, dtype=np.float32)
+        if len(row) > MAX_DIMENSION or not np.isfinite(row).all():
+            raise ClientError(f"{where}: expected at most {MAX_DIMENSION} numbers, each finite as a float32")
+        rows.append(row)
         if len(rows) > MAX_OBJECTS:
             raise ClientError(f"--embeddings {path}: more than {MAX_OBJECTS} vectors")
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
+    return np.stack(rows) if rows else np.zeros((0, 1), dtype=np.float32)
 
 
 def normalised(embeddings: np.ndarray, path: Path) -> np.ndarray:
