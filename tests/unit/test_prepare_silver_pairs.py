@@ -149,6 +149,9 @@ def test_bad_npy_and_partner_counts_are_client_errors(tmp_path: Path, capsys: py
     flat = tmp_path / "flat.npy"
     np.save(flat, np.ones(5))
     assert "2-D numeric" in fail(capsys, "--instances", INSTANCES, "--embeddings", flat, "--output", out)
+    huge = tmp_path / "huge.npy"
+    np.save(huge, np.array([[1.0, 0.0], [1e300, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 2.0]]))
+    assert "beyond-float32" in fail(capsys, "--instances", INSTANCES, "--embeddings", huge, "--output", out)
     args = ("--instances", INSTANCES, "--embeddings", EMBEDDINGS, "--output", out)
     assert "both 0" in fail(capsys, *args, "--neighbours", 0, "--randoms", 0)
     assert "at most 100" in fail(capsys, *args, "--randoms", 101)

@@ -205,7 +205,8 @@ def read_embeddings(path: Path) -> np.ndarray:
             raise ClientError(f'{where}: expected {{"embeddings": [numbers]}} or [numbers], one vector per line')
         if rows and len(value) != len(rows[0]):
             raise ClientError(f"{where}: {len(value)} values, but line 1's vector has {len(rows[0])}")
-        row = np.asarray(value, dtype=np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+            row = np.asarray(value, dtype=np.float32)
         if len(row) > MAX_DIMENSION or not np.isfinite(row).all():
             raise ClientError(f"{where}: expected at most {MAX_DIMENSION} numbers, each finite as a float32")
         rows.append(row)
@@ -234,9 +235,10 @@ def _npy_embeddings(path: Path) -> np.ndarray:
         raise ClientError(
             f"--embeddings {path}: shape {matrix.shape}; at most {MAX_OBJECTS} rows of 1-{MAX_DIMENSION} values"
         )
-    array = np.asarray(matrix, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused below
+        array = np.asarray(matrix, dtype=np.float32)
     if not np.isfinite(array).all():
-        raise ClientError(f"--embeddings {path}: holds NaN or infinite values")
+        raise ClientError(f"--embeddings {path}: holds NaN, infinite or beyond-float32 values")
     return array
 
 
