@@ -136,6 +136,9 @@ class Hyperparameters:
     # An extension: each epoch whose monitored loss does not improve by early_stopping_tolerance
     # multiplies every learning rate by this (a decay on plateau); 1.0 (the default): constant.
     learning_rate_plateau_factor: float = 1.0
+    # An extension: evaluate, keep and save an exponential moving average of the weights, updated
+    # after every optimizer step (ema = decay x ema + (1 - decay) x weights); 0.0 (the default): off.
+    ema_decay: float = 0.0
     dropout: float = 0.0
     comparator_list: tuple[str, ...] = COMPARATORS  # order sets the sub-vector order
     tied_token_embedding_weight: bool = False  # two transformers: one shared encoder (siamese)
@@ -400,6 +403,7 @@ def _comparators(value: Any) -> tuple[str, ...]:
 
 MAX_SEQ_LEN_LIMIT = 5000  # the largest encX_max_seq_len (and infer_max_seqlens value) accepted
 MAX_NUM_CLASSES = 30  # num_classes lies in 2..30
+MAX_EMA_DECAY = 0.9999  # ema_decay: an average over about 1 / (1 - decay) = 10,000 steps at most
 # in_batch_negatives through a comparator + MLP: the most pair activations a step may hold (1 GiB of float32)
 IN_BATCH_ACTIVATIONS = 2**28
 
@@ -432,6 +436,7 @@ _SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "early_stopping_patience": (_int_in(1, 5), 3),
     "early_stopping_tolerance": (_float_in(1e-6, 0.1), 0.01),
     "learning_rate_plateau_factor": (_float_in(0.01, 1.0), 1.0),
+    "ema_decay": (_float_in(0.0, MAX_EMA_DECAY), 0.0),
     "dropout": (_float_in(0.0, 1.0), 0.0),
     "comparator_list": (_comparators, COMPARATORS),
     "tied_token_embedding_weight": (_as_bool, False),
@@ -614,6 +619,11 @@ class _Parser:
                     f"encoders, so they need equal settings, but these differ: {'; '.join(differ)}"
                 )
         if hp.token_embedding_storage_type == "row_sparse":
+            if hp.ema_decay:
+                self.problem(
+                    f"ema_decay={hp.ema_decay:g} averages every weight after every step, which row_sparse exists "
+                    "to avoid for large token tables: use ema_decay=0 with row_sparse, or dense storage"
+                )
             if hp.optimizer not in SPARSE_OPTIMIZERS:
                 self.problem(
                     f"token_embedding_storage_type=row_sparse needs an optimizer with sparse "

@@ -386,3 +386,17 @@ def test_init_model_built_otherwise_is_a_client_error(tmp_path: Path) -> None:
     message = failure(second, run_train(second))
     assert message.startswith("ClientError: init_model=first-model: its enc0 is not built like this job's")
     assert "enc_dim: 32 in the init model, 16 here" in message
+
+
+def test_ema_decay_saves_the_moving_average_of_the_weights(tmp_path: Path) -> None:
+    """The same seeded job with and without ema_decay: the same train losses of the first epoch
+    (the optimizer steps the same weights), another saved model (the average)."""
+    plain = make_opt_ml(tmp_path / "plain", epochs="3")
+    averaged = make_opt_ml(tmp_path / "averaged", epochs="3", ema_decay="0.9")
+    plain_log, averaged_log = ok(run_train(plain)), ok(run_train(averaged))
+    assert "ema_decay=0.9: validation, early stopping and the saved model use the moving average" in averaged_log
+    first_train = r"epoch=0, train cross_entropy <loss>=(\S+)"
+    assert re.findall(first_train, plain_log) == re.findall(first_train, averaged_log)
+    saved = {name: load_model(base / "model").model.state_dict() for name, base in (("p", plain), ("a", averaged))}
+    assert any(not torch.equal(tensor, saved["a"][name]) for name, tensor in saved["p"].items())
+    assert load_model(averaged / "model").hyperparameters.ema_decay == 0.9

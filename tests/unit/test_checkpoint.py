@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -115,7 +116,7 @@ def test_changed_hyperparameters_make_a_checkpoint_unusable() -> None:
 # same weights as a run never stopped.
 
 
-def hyperparameters() -> Hyperparameters:
+def hyperparameters(**changes: Any) -> Hyperparameters:
     return Hyperparameters.from_dict(
         {
             "enc0_network": "pooled_embedding",
@@ -129,6 +130,7 @@ def hyperparameters() -> Hyperparameters:
             "epochs": 3,
             "early_stopping_patience": 5,
             "learning_rate": 0.05,
+            **changes,
         }
     )
 
@@ -165,8 +167,9 @@ def make_trainer(hp: Hyperparameters, stop: StopSignal, checkpointer: Checkpoint
     return Trainer(Object2VecModel(hp), hp, CPU, "algo-1", stop, checkpointer=checkpointer)
 
 
-def test_stop_mid_epoch_and_resume_matches_an_uninterrupted_fit(tmp_path: Path) -> None:
-    hp, train, validation = hyperparameters(), dataset(), dataset(12)
+@pytest.mark.parametrize("changes", [{}, {"ema_decay": 0.9}], ids=["weights", "moving-average"])
+def test_stop_mid_epoch_and_resume_matches_an_uninterrupted_fit(tmp_path: Path, changes: dict[str, Any]) -> None:
+    hp, train, validation = hyperparameters(**changes), dataset(), dataset(12)
     reference = make_trainer(hp, StopSignal())
     expected = reference.fit(train, validation)
 
@@ -188,6 +191,9 @@ def test_stop_mid_epoch_and_resume_matches_an_uninterrupted_fit(tmp_path: Path) 
     )
     for name, tensor in reference.model.state_dict().items():
         assert torch.allclose(tensor, second.model.state_dict()[name], atol=1e-6), name
+    assert expected.best_state is not None and result.best_state is not None
+    for name, tensor in expected.best_state.items():  # with ema_decay: the average, carried by the checkpoint
+        assert torch.allclose(tensor, result.best_state[name], atol=1e-6), name
 
 
 def test_a_resumed_run_goes_on_at_the_decayed_learning_rate(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ def test_defaults_match_the_documentation() -> None:
     assert (hp.bucket_width, hp.negative_sampling_rate, hp.token_embedding_storage_type) == (0, 0, "dense")
     assert hp.tied_token_embedding_weight is False and hp.num_gpus is None
     assert hp.learning_rate_plateau_factor == 1.0  # an extension; 1.0: a constant rate, as documented
+    assert hp.ema_decay == 0.0  # an extension; 0: the weights themselves are evaluated and kept
 
 
 @pytest.mark.parametrize(("value", "problem"), [("0", "out of range"), ("1.5", "out of range"), ("half", "number")])
@@ -51,6 +52,13 @@ def test_learning_rate_plateau_factor_is_a_factor_below_one(value: str, problem:
     )
     with pytest.raises(ClientError, match=f"learning_rate_plateau_factor={value} .*{problem}"):
         Hyperparameters.from_dict({**REQUIRED, "learning_rate_plateau_factor": value})
+
+
+@pytest.mark.parametrize(("value", "problem"), [("-0.1", "out of range"), ("1", "out of range"), ("x", "number")])
+def test_ema_decay_is_a_decay_below_one(value: str, problem: str) -> None:
+    assert Hyperparameters.from_dict({**REQUIRED, "ema_decay": "0.99"}).ema_decay == 0.99
+    with pytest.raises(ClientError, match=f"ema_decay={value} .*{problem}"):
+        Hyperparameters.from_dict({**REQUIRED, "ema_decay": value})
 
 
 def test_notebook_movielens_configuration() -> None:
@@ -151,6 +159,7 @@ def test_all_problems_reported_in_one_message() -> None:
             "copies them), but these differ: network (enc0 hcnn, enc1 bilstm); layers (enc0 4, enc1 1)",
         ),
         ({"token_embedding_storage_type": "row_sparse", "optimizer": "rmsprop"}, "use one of adam, adagrad, sgd"),
+        ({"token_embedding_storage_type": "row_sparse", "ema_decay": "0.9"}, "use ema_decay=0 with row_sparse"),
         ({"enc0_pretrained_embedding_file": "glove.txt"}, "needs enc0_vocab_file"),
         ({"enc0_vocab_file": "../etc/passwd"}, "is not a plain file name"),
         ({"_tuning_objective_metric": "validation:mean_squared_error"}, "is not emitted with output_layer=softmax"),

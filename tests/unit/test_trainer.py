@@ -86,6 +86,39 @@ def test_without_validation_the_train_loss_is_monitored() -> None:
     assert result.best_loss == min(losses) and result.best_epoch == losses.index(min(losses))
 
 
+class RecordingTrainer(Trainer):
+    """Keeps the weights the model had at each validation."""
+
+    def evaluate(self, dataset: PairDataset) -> dict[str, float]:
+        self.evaluated = getattr(self, "evaluated", []) + [weights(self)]
+        return super().evaluate(dataset)
+
+
+def test_ema_decay_evaluates_and_keeps_the_moving_average_while_the_weights_train_on() -> None:
+    hp = hyperparameters(ema_decay=0.8, epochs=4, early_stopping_patience=5)
+    trainer = make_trainer(hp, cls=RecordingTrainer)
+    validation = separable(24, offset=1)
+    result = trainer.fit(separable(), validation)
+    assert trainer.average is not None
+    trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
+    averaged = dict(zip(trainable, trainer.average.averages, strict=True))
+    last = trainer.evaluated[-1]  # the weights of the final epoch's validation
+    for name, average in averaged.items():
+        assert torch.allclose(last[name], average), name  # validated: the average ...
+        assert not torch.allclose(trainer.model.state_dict()[name], average), name  # ... not the raw weights
+    # The reported validation loss is the average's: the same model scored again gives it.
+    fresh = make_trainer(hyperparameters(epochs=4))
+    fresh.model.load_state_dict(last)
+    assert fresh.evaluate(validation)["cross_entropy"] == pytest.approx(result.history[-1]["validation:cross_entropy"])
+    assert result.best_state is not None
+    best = trainer.evaluated[result.best_epoch]
+    assert all(torch.equal(result.best_state[name], best[name]) for name in best)  # the kept model is an average
+    # The same training steps as without it (train metrics are the raw weights'), another validation.
+    plain = make_trainer(hyperparameters(epochs=4)).fit(separable(), validation).history
+    assert plain[0]["train:cross_entropy"] == pytest.approx(result.history[0]["train:cross_entropy"])
+    assert plain[-1]["validation:cross_entropy"] != pytest.approx(result.history[-1]["validation:cross_entropy"])
+
+
 @pytest.mark.parametrize("patience", [1, 2, 4])
 def test_early_stopping_when_the_loss_barely_moves(patience: int) -> None:
     # learning_rate 1e-6 changes the loss by far less than the tolerance of 0.1: epoch 0 sets the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from object2vec.training.optimizers import make_optimizer
 from object2vec.training.pretrained_lr import TARGET_LR
 from object2vec.training.sharding import FULLY_REPLICATED, BatchStream, split_of
 from object2vec.training.signals import StopSignal
+from object2vec.training.weight_average import WeightAverage
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,14 @@ class Trainer:
         self.stop = stop
         self.optimizer = make_optimizer(hp, model)
         self.generator = torch.Generator().manual_seed(hp.seed)
+        self.average = WeightAverage(model, hp.ema_decay) if hp.ema_decay else None
+        if self.average is not None:
+            logger.info(
+                "ema_decay=%g: validation, early stopping and the saved model use the moving average of the "
+                "weights over about the last %.0f steps",
+                hp.ema_decay,
+                self.average.steps,
+            )
 
     def fit(self, train: PairDataset | Any, validation: PairDataset | None, resume: Resume | None = None) -> FitResult:
         """Train from the start, or from `resume`; `train` is a dataset or has next_epoch() (Pipe mode)."""
@@ -139,22 +149,25 @@ class Trainer:
                 self.checkpoint(result, Position(epoch, self.stopped_at), self.partial)
                 break
             metrics = {f"train:{k}": v for k, v in train_metrics.items()}
-            if validation is not None:
-                for name, value in self.evaluate(validation).items():
-                    log_quality(self.host, "validation", name, value, epoch)
-                    metrics[f"validation:{name}"] = value
-            result.history.append(metrics)
-            result.epochs_completed = epoch + 1
-            loss = metrics[f"{monitored}:{loss_metric}"]
-            if not math.isfinite(loss):
-                raise ClientError(
-                    f"training diverged: the {monitored} {loss_metric} is {loss} at epoch {epoch}; "
-                    f"lower learning_rate (now {hp.learning_rate:g}) or check the labels"
-                )
-            if result.best_loss is None or loss < result.best_loss:
-                result.best_loss, result.best_epoch = loss, epoch
-                result.best_state = copy_weights(self.model)
-                logger.info("Epoch %d: %s %s improved to %.6g; keeping this model", epoch, monitored, loss_metric, loss)
+            with self.kept_weights():  # what is evaluated and kept: the weights, or their average
+                if validation is not None:
+                    for name, value in self.evaluate(validation).items():
+                        log_quality(self.host, "validation", name, value, epoch)
+                        metrics[f"validation:{name}"] = value
+                result.history.append(metrics)
+                result.epochs_completed = epoch + 1
+                loss = metrics[f"{monitored}:{loss_metric}"]
+                if not math.isfinite(loss):
+                    raise ClientError(
+                        f"training diverged: the {monitored} {loss_metric} is {loss} at epoch {epoch}; "
+                        f"lower learning_rate (now {hp.learning_rate:g}) or check the labels"
+                    )
+                if result.best_loss is None or loss < result.best_loss:
+                    result.best_loss, result.best_epoch = loss, epoch
+                    result.best_state = copy_weights(self.model)
+                    logger.info(
+                        "Epoch %d: %s %s improved to %.6g; keeping this model", epoch, monitored, loss_metric, loss
+                    )
             if result.reference is None or loss < result.reference - hp.early_stopping_tolerance:
                 result.reference, result.epochs_without_improvement = loss, 0
             else:
@@ -213,6 +226,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
             accumulator.add(outputs.detach(), labels, loss.detach())
         self.dist.all_reduce_(accumulator)  # the job's sums; forces the device sync
         if stream.stopped:
@@ -239,6 +254,10 @@ class Trainer:
             return in_batch_step(margins, batch, dist)
         outputs = net(batch.in0, batch.in1, batch.in0_rows)  # (B, num_classes) or (B, 1)
         return outputs, batch.labels, compute_loss(outputs, batch.labels, self.hp.is_classification)
+
+    def kept_weights(self) -> AbstractContextManager[None]:
+        """ema_decay: the averaged weights in the model for the block; otherwise the weights as they are."""
+        return self.average.applied() if self.average is not None else nullcontext()
 
     @torch.inference_mode()
     def evaluate(self, dataset: PairDataset) -> dict[str, float]:
@@ -274,6 +293,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "best_state": result.best_state,
+            "averages": self.average.state() if self.average is not None else None,
             "fit": {
                 "best_epoch": result.best_epoch,
                 "best_loss": result.best_loss,
@@ -295,6 +315,11 @@ class Trainer:
         """Restore a `state_dict` saved at `position`; what `fit` then continues from."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.average is not None:
+            if state.get("averages") is None:  # written without ema_decay: the average starts from here
+                self.average = WeightAverage(self.model, self.hp.ema_decay)
+            else:
+                self.average.load_state(state["averages"])
         self.set_generator_states(state["rng"]["generators"])
         torch.set_rng_state(state["rng"]["torch"])
         if state["rng"]["cuda"] and torch.cuda.is_available():
