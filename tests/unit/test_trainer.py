@@ -331,3 +331,13 @@ def test_fixed_seed_losses_are_those_of_the_padded_trainer(case: str) -> None:
         assert got.keys() == want.keys()
         for name, value in want.items():
             assert got[name] == pytest.approx(value, rel=1e-5, abs=1e-7), (epoch, name)
+
+
+def test_an_average_spanning_more_steps_than_the_job_takes_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    # 48 records in batches of 8: 6 steps an epoch, 2 epochs; 0.99 spans about 100 steps.
+    make_trainer(hyperparameters(ema_decay=0.99, epochs=2)).fit(separable(), None)
+    warning = "ema_decay=0.99 averages over about 100 steps, but this job takes at most 12 (2 epochs of 6)"
+    assert warning in caplog.text and "e.g. 0.8333" in caplog.text
+    caplog.clear()
+    make_trainer(hyperparameters(ema_decay=0.5, epochs=2)).fit(separable(), None)
+    assert "averages over about" not in caplog.text

@@ -138,6 +138,8 @@ class Trainer:
         loss_metric = loss_name(hp.is_classification)
         result = resume.result if resume is not None else FitResult()
         first = resume.position if resume is not None else Position(0, 0)
+        if self.average is not None and not hasattr(train, "next_epoch"):  # Pipe mode: the size is not known
+            self.check_average_span(len(train))
         self.resume = resume
         for epoch in range(first.epoch, hp.epochs):
             if result.epochs_without_improvement >= hp.early_stopping_patience:
@@ -254,6 +256,27 @@ class Trainer:
             return in_batch_step(margins, batch, dist)
         outputs = net(batch.in0, batch.in1, batch.in0_rows)  # (B, num_classes) or (B, 1)
         return outputs, batch.labels, compute_loss(outputs, batch.labels, self.hp.is_classification)
+
+    def check_average_span(self, records: int) -> None:
+        """Warn when the moving average spans more steps than the job takes: it would stay close to
+        the untrained starting weights (ema_decay=0.999 on a 40-epoch job of 37 steps an epoch
+        saved a model with a validation MSE of 4.0 instead of 0.87)."""
+        hp = self.hp
+        per_epoch = math.ceil(records * (1 + hp.negative_sampling_rate) / hp.mini_batch_size)
+        total = per_epoch * hp.epochs
+        assert self.average is not None
+        if self.average.steps > total / 4:
+            logger.warning(
+                "ema_decay=%g averages over about %.0f steps, but this job takes at most %d (%d epochs of %d): the "
+                "average would lag behind the training, towards the starting weights. Use an ema_decay whose span "
+                "1 / (1 - ema_decay) is a few epochs at most, e.g. %g",
+                hp.ema_decay,
+                self.average.steps,
+                total,
+                hp.epochs,
+                per_epoch,
+                round(1.0 - 1.0 / max(per_epoch, 2), 4),
+            )
 
     def kept_weights(self) -> AbstractContextManager[None]:
         """ema_decay: the averaged weights in the model for the block; otherwise the weights as they are."""
