@@ -49,6 +49,10 @@ REGRESSION_HP = {
     # validation MSE of 0.880 against 0.888 with patience 3, which stopped two seeds by epoch 12
     "early_stopping_patience": 5,
     "early_stopping_tolerance": 0.001,
+    # The moving average of the weights over about 100 steps (eighth round): validation MSE over seeds 0-5
+    # 0.8695 against 0.8779, every seed better (0.97: 0.8720, 0.995: 0.8790); the binary model's validation
+    # accuracy unchanged (0.7135 both)
+    "ema_decay": 0.99,
 }
 CLASSIFICATION_HP = {**REGRESSION_HP, "num_classes": 2}
 QUICK_HP = {"epochs": 2, "enc_dim": 16, "enc0_token_embedding_dim": 16, "enc1_token_embedding_dim": 16}
