@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from object2vec.errors import ClientError
-from object2vec.prepare.io import AtomicFile, JsonlWriter, check_outputs, pair, read_lines, read_rows, write_json
+from object2vec.prepare.io import (
+    AtomicFile,
+    JsonlWriter,
+    check_outputs,
+    pair,
+    read_json_lines,
+    read_lines,
+    read_rows,
+    write_json,
+)
 
 
 def test_read_lines_numbers_lines_and_strips_line_endings(tmp_path: Path) -> None:
@@ -98,3 +107,15 @@ def test_check_outputs_refuses_to_overwrite(tmp_path: Path) -> None:
     with pytest.raises(ClientError, match="--overwrite"):
         check_outputs([existing, tmp_path / "test.jsonl"], overwrite=False)
     check_outputs([existing], overwrite=True)
+
+
+def test_read_json_lines_skips_blank_lines_and_names_the_bad_one(tmp_path: Path) -> None:
+    path = tmp_path / "values.jsonl"
+    path.write_text('{"in0": [1]}\n\n[2, 3]\n')
+    assert list(read_json_lines(path, "--instances")) == [
+        (f"--instances {path}, line 1", {"in0": [1]}),
+        (f"--instances {path}, line 3", [2, 3]),
+    ]
+    path.write_text("[1]\n{not json\n")
+    with pytest.raises(ClientError, match=r"--instances .*values.jsonl, line 2: not valid JSON"):
+        list(read_json_lines(path, "--instances"))

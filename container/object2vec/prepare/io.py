@@ -65,6 +65,19 @@ def read_lines(path: Path, max_chars: int = MAX_LINE_CHARS) -> Iterator[tuple[in
         raise ClientError(f"{path}, line {line_number + 1}: cannot be read: {err}") from err
 
 
+def read_json_lines(path: Path, option: str, max_chars: int = MAX_LINE_CHARS) -> Iterator[tuple[str, Any]]:
+    """Yield (where, value) for each non-blank line of a JSON Lines file; `where` ("--option FILE,
+    line N") starts the ClientError of a value the caller finds wrong."""
+    for line_number, line in read_lines(path, max_chars):
+        if not line.strip():
+            continue
+        where = f"{option} {path}, line {line_number}"
+        try:
+            yield where, orjson.loads(line)
+        except orjson.JSONDecodeError as err:
+            raise ClientError(f"{where}: not valid JSON ({err}); write one JSON value per line") from err
+
+
 def read_rows(
     path: Path, delimiter: str, quoting: int = csv.QUOTE_NONE, max_chars: int = MAX_LINE_CHARS
 ) -> Iterator[tuple[int, list[str]]]:

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from object2vec.errors import ClientError
-from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_lines
+from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_json_lines
 from object2vec.prepare.options import add_seed, non_negative_int
 from object2vec.record_format import INPUT_KEYS
 
@@ -161,14 +160,7 @@ def silver_pairs(
 def read_instances(path: Path) -> list[list[int]]:
     """The token ids of each non-blank line's one input ({"in0": ids} or {"in1": ids})."""
     objects: list[list[int]] = []
-    for line_number, line in read_lines(path):
-        if not line.strip():
-            continue
-        where = f"--instances {path}, line {line_number}"
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as err:
-            raise ClientError(f"{where}: not valid JSON ({err}); write one JSON object per line") from err
+    for where, record in read_json_lines(path, "--instances"):
         if not isinstance(record, dict):
             raise ClientError(f'{where}: expected a JSON object like {{"in0": [1, 2, 3]}}')
         inputs = [key for key in INPUT_KEYS if key in record]
@@ -191,14 +183,7 @@ def read_embeddings(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         return _npy_embeddings(path)
     rows: list[np.ndarray] = []  # float32 rows as they are read: Python floats would take 8x the memory
-    for line_number, line in read_lines(path, max_chars=MAX_DIMENSION * 32):
-        if not line.strip():
-            continue
-        where = f"--embeddings {path}, line {line_number}"
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as err:
-            raise ClientError(f"{where}: not valid JSON ({err})") from err
+    for where, value in read_json_lines(path, "--embeddings", max_chars=MAX_DIMENSION * 32):
         if isinstance(value, dict):
             value = value.get("embeddings")
         if not isinstance(value, list) or not value or not all(_is_number(x) for x in value):
