@@ -466,6 +466,22 @@ _PUBLIC_KEYS = {name for name in _SPECS if not name.startswith("_")}
 _AUTO_FIELDS = ("num_gpus", "num_kv_servers", "retrieval_ivf_nlist", "retrieval_ivf_nprobe", "retrieval_score_class")
 
 
+def default_value(key: str) -> Any:
+    """The default of a hyperparameter as `Hyperparameters.to_dict` writes it; None when it has none
+    (a required key, an unknown one, or one resolved from others, such as encX_layers)."""
+    spec = _SPECS.get(key)
+    if spec is None and key[:5] in ("enc0_", "enc1_"):
+        spec = _ENCODER_SPECS.get(key[5:])
+    if spec is None:
+        return None
+    value = spec[1]
+    if key == "comparator_list":
+        return ",".join(value)
+    if value is None and key.lstrip("_") in _AUTO_FIELDS:
+        return "auto"
+    return value
+
+
 def valid_keys() -> list[str]:
     """Every hyperparameter name this algorithm accepts."""
     keys = [f"enc{i}_{name}" for i in (0, 1) for name in (*_ENCODER_SPECS, "network")]

@@ -109,6 +109,12 @@ def test_changed_hyperparameters_make_a_checkpoint_unusable() -> None:
     assert compatible(saved, {"enc_dim": 16, "epochs": 5}) == ["enc_dim"]
     # The retrieval_* hyperparameters only shape the index built after training.
     assert compatible(saved, {**saved, "retrieval_top_n": 300, "retrieval_index": "ivf"}) == []
+    # A key added by a later release (not in an older checkpoint) counts as its default value.
+    assert compatible(saved, {**saved, "ema_decay": 0.0, "comparator_list": "hadamard,concat,abs_diff"}) == []
+    assert compatible(saved, {**saved, "ema_decay": 0.99, "comparator_list": "hadamard"}) == [
+        "comparator_list",
+        "ema_decay",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from object2vec.config import (
     MLP_ACTIVATIONS,
     OPTIMIZERS,
     Hyperparameters,
+    default_value,
     valid_keys,
 )
 from object2vec.errors import ClientError
@@ -459,3 +460,10 @@ def test_pooling_is_an_encoder_setting_of_pooled_embedding() -> None:
     assert (hp.enc0.pooling, hp.enc1.pooling) == ("attention", "attention")  # enc1_network=enc0 copies it
     assert hp.to_dict()["enc0_pooling"] == "attention"
     assert Hyperparameters.from_dict(REQUIRED).enc0.pooling == "mean"
+
+
+def test_default_value_is_what_to_dict_writes_for_an_unset_key() -> None:
+    written = Hyperparameters.from_dict(REQUIRED).to_dict()
+    for key in ("ema_decay", "comparator_list", "_num_gpus", "retrieval_ivf_nlist", "enc0_pooling", "mlp_dim"):
+        assert default_value(key) == written[key], key
+    assert default_value("enc0_vocab_size") is None and default_value("no_such_key") is None

@@ -34,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from object2vec import __version__
+from object2vec.config import default_value
 from object2vec.files import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -164,9 +165,11 @@ class CheckpointStore:
 
 
 def compatible(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Hyperparameters that differ between a checkpoint and this run (apart from harmless ones)."""
+    """Hyperparameters that differ between a checkpoint and this run (apart from harmless ones). A
+    key the checkpoint lacks (one added by a later release, e.g. ema_decay) counts as its default:
+    a job resumed by a newer image continues when the new setting is left at its default."""
     keys = (set(saved) | set(current)) - set(RESUMABLE_CHANGES)
-    return sorted(key for key in keys if saved.get(key) != current.get(key))
+    return sorted(key for key in keys if saved.get(key, default_value(key)) != current.get(key))
 
 
 # ---------------------------------------------------------------------------------------------
