@@ -5,6 +5,8 @@ there is a validation channel, else train) has gone `early_stopping_patience` co
 without falling at least `early_stopping_tolerance` below the best loss so far. The model kept is
 the one of the epoch with the lowest monitored loss. With `learning_rate_plateau_factor` < 1, each
 epoch that does not improve by the tolerance also multiplies the learning rates by that factor.
+With `ema_decay` > 0, validation, early stopping and the kept model use the moving average of the
+weights (training/weight_average.py) while the optimizer steps the weights themselves.
 """
 
 from __future__ import annotations
