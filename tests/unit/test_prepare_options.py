@@ -14,6 +14,7 @@ from object2vec.prepare.options import (
     fraction,
     non_negative_int,
     percentile,
+    positive_float,
     positive_int,
     require_inputs,
     select_vocab,
@@ -25,6 +26,7 @@ from object2vec.prepare.text import Tokenizer
     ("parse", "good", "bad"),
     [
         (positive_int, [("1", 1), ("20", 20)], ["0", "-1", "x", "1.5"]),
+        (positive_float, [("5", 5.0), ("0.5", 0.5)], ["0", "-1", "x", "inf", "nan"]),
         (non_negative_int, [("0", 0), ("7", 7)], ["-1", "x"]),
         (fraction, [("0", 0.0), ("0.2", 0.2)], ["1", "-0.1", "x"]),
         (percentile, [("95", 95.0), ("100", 100.0)], ["0", "101", "x"]),

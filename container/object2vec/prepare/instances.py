@@ -13,8 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import orjson
 from object2vec.errors import ClientError
 from object2vec.prepare.io import MAX_LINE_CHARS, AtomicFile, check_outputs, read_lines
 from object2vec.prepare.options import non_negative_int
-from object2vec.prepare.pretrained_tokenizer import PretrainedTokenizer
+from object2vec.prepare.pretrained_tokenizer import PretrainedTokenizer, TextTokenizer
 from object2vec.prepare.text import Tokenizer, Vocab, truncate
 from object2vec.record_format import INPUT_KEYS
 
@@ -110,12 +109,17 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
             "give the training data's tokenizer: --tokenizer tokenizer.json (a transformer checkpoint's) or "
             "--vocab vocab.json (the file prepare wrote), one of them"
         )
-    tokenizer: PretrainedTokenizer | VocabTokenizer
-    if args.tokenizer is not None:
+    tokenizer: TextTokenizer
+    if args.tokenizer is not None:  # truncates inside, keeping its end token; its ids are its vocab's
         tokenizer = PretrainedTokenizer.load(args.tokenizer, args.max_seq_len)
+        vocab = tokenizer.vocab
     else:
-        tokenizer = VocabTokenizer(Tokenizer(lowercase=args.lowercase), Vocab.read(args.vocab), args.max_seq_len)
-    instances = [_instance(tokenizer, texts, args.side) for texts in _texts(args)]
+        tokenizer, vocab = Tokenizer(lowercase=args.lowercase), Vocab.read(args.vocab)
+
+    def encode(text: str) -> list[int]:  # as the text subcommands encode training text
+        return truncate(vocab.encode(tokenizer(text)), args.max_seq_len)
+
+    instances = [_instance(encode, texts, args.side) for texts in _texts(args)]
     if args.format == "json":
         body = orjson.dumps({"instances": instances}) + b"\n"
     else:
@@ -131,24 +135,10 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"command": "tokenize", "output": str(args.output), "instances": len(instances), "longest": longest}
 
 
-@dataclass(frozen=True)
-class VocabTokenizer:
-    """Text -> ids as `prepare` encodes training text without --tokenizer: regex tokens, vocab ids."""
-
-    split: Tokenizer
-    vocab: Vocab
-    max_seq_len: int = 0
-
-    def ids(self, text: str) -> list[int]:
-        return truncate(self.vocab.encode(self.split(text)), self.max_seq_len)
-
-
-def _instance(
-    tokenizer: PretrainedTokenizer | VocabTokenizer, texts: tuple[str, ...], side: str
-) -> dict[str, list[int]]:
+def _instance(encode: Callable[[str], list[int]], texts: tuple[str, ...], side: str) -> dict[str, list[int]]:
     if len(texts) == 2:
-        return {"in0": tokenizer.ids(texts[0]), "in1": tokenizer.ids(texts[1])}
-    return {side: tokenizer.ids(texts[0])}
+        return {"in0": encode(texts[0]), "in1": encode(texts[1])}
+    return {side: encode(texts[0])}
 
 
 def _texts(args: argparse.Namespace) -> Iterator[tuple[str, ...]]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from object2vec.errors import ClientError
 from object2vec.prepare.io import JsonlWriter, check_outputs, pair, read_json_lines
-from object2vec.prepare.options import add_seed, non_negative_int
+from object2vec.prepare.options import add_seed, non_negative_int, positive_float
 from object2vec.record_format import INPUT_KEYS
 
 logger = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--label-max",
-        type=_positive_float,
+        type=positive_float,
         default=1.0,
         help="the label of a pair with cosine 1: use your labels' top, e.g. 5 for STS-B's 0-5 (default 1)",
     )
@@ -229,13 +228,3 @@ def _npy_embeddings(path: Path) -> np.ndarray:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from err
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
