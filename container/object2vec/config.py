@@ -402,6 +402,7 @@ def _comparators(value: Any) -> tuple[str, ...]:
 
 
 MAX_SEQ_LEN_LIMIT = 5000  # the largest encX_max_seq_len (and infer_max_seqlens value) accepted
+MAX_VOCAB_SIZE = 3_000_000  # the largest encX_vocab_size accepted
 MAX_NUM_CLASSES = 30  # num_classes lies in 2..30
 MAX_EMA_DECAY = 0.9999  # ema_decay: an average over about 1 / (1 - decay) = 10,000 steps at most
 # in_batch_negatives through a comparator + MLP: the most pair activations a step may hold (1 GiB of float32)
@@ -410,7 +411,7 @@ IN_BATCH_ACTIVATIONS = 2**28
 # name -> (parser, default). Encoder keys are listed once with the "encX_" prefix stripped.
 _ENCODER_SPECS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "max_seq_len": (_int_in(1, MAX_SEQ_LEN_LIMIT), None),
-    "vocab_size": (_int_in(2, 3_000_000), None),
+    "vocab_size": (_int_in(2, MAX_VOCAB_SIZE), None),
     "cnn_filter_width": (_int_in(1, 9), 3),
     "layers": (_auto_or_int(1, 4), None),
     "token_embedding_dim": (_int_in(2, 1000), 300),

@@ -165,6 +165,58 @@ def test_records_are_accepted_by_the_trainer(tmp_path: Path, capsys: pytest.Capt
     assert len(dataset) == report["outputs"]["train.jsonl"]
 
 
+def test_item_raters_match_golden(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    report = prepare(capsys, INTER, "--output-dir", tmp_path, "--item-raters", 3, "--validation-fraction", 0.1)
+    # token = 11 (the item vocabulary) + user x 5 levels + (rating - 1)
+    assert report["item_raters"] == {
+        "limit": 3,
+        "most_raters": 3,
+        "levels": [1.0, 2.0, 3.0, 4.0, 5.0],
+        "token_offset": 11,
+        "token": "token_offset + user id x len(levels) + the rating's index in levels",
+    }
+    assert report["hyperparameters"]["enc1_vocab_size"] == 11 + 7 * 5
+    assert report["hyperparameters"]["enc1_max_seq_len"] == 4
+    for name in ("train.jsonl", "test.jsonl", "candidates.jsonl"):
+        expected = (FIXTURES / "expected" / f"ratings_item_raters_{name}").read_text()
+        assert (tmp_path / name).read_text() == expected, name
+
+
+def test_item_raters_come_from_training_and_never_hold_the_pairs_own_rating(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    prepare(capsys, INTER, "--output-dir", tmp_path / "ids", "--validation-fraction", 0.2)
+    prepare(capsys, INTER, "--output-dir", tmp_path / "raters", "--validation-fraction", 0.2, "--item-raters", 100)
+    train = records(tmp_path / "ids" / "train.jsonl")
+    # The same split and order with and without raters; each item's raters are its training ratings.
+    raters = {item: set() for item in range(11)}
+    for record in train:
+        raters[record["in1"][0]].add(11 + record["in0"][0] * 5 + int(record["label"]) - 1)
+    for name in ("train.jsonl", "validation.jsonl", "test.jsonl"):
+        with_raters = records(tmp_path / "raters" / name)
+        assert [(r["in0"], r["in1"][:1], r["label"]) for r in with_raters] == [
+            (r["in0"], r["in1"], r["label"]) for r in records(tmp_path / "ids" / name)
+        ]
+        for record in with_raters:
+            user, item = record["in0"][0], record["in1"][0]
+            own = {11 + user * 5 + level for level in range(5)}
+            expected = raters[item] - own if name == "train.jsonl" else raters[item]
+            assert set(record["in1"][1:]) == expected
+    candidates = records(tmp_path / "raters" / "candidates.jsonl")
+    assert {c["id"]: set(c["in1"][1:]) for c in candidates} == {c["id"]: raters[c["id"]] for c in candidates}
+
+
+def test_item_raters_records_are_accepted_by_the_trainer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    report = prepare(capsys, INTER, "--output-dir", tmp_path / "o", "--item-raters", 2, "--remap")
+    channel_dir = tmp_path / "channel"
+    channel_dir.mkdir()
+    shutil.copy(tmp_path / "o" / "train.jsonl", channel_dir)
+    hp = Hyperparameters.from_dict(report["hyperparameters"])
+    dataset = read_channel(Channel("train", channel_dir, "application/jsonlines", "File", "FullyReplicated"), hp)
+    assert len(dataset) == report["outputs"]["train.jsonl"]
+    assert report["hyperparameters"]["enc1_vocab_size"] == 10 + 6 * 5  # dense ids: 10 items, 6 users
+
+
 @pytest.mark.parametrize(
     ("text", "options", "message"),
     [
@@ -176,6 +228,13 @@ def test_records_are_accepted_by_the_trainer(tmp_path: Path, capsys: pytest.Capt
         ("1,2,5\n", ["--user-column", "userId", "--header", "no"], "has no header line"),
         ("user,item,rating\n1,2,5\n", ["--user-column", "uid"], "no such column"),
         ("", [], "is empty"),
+        ("1,2,5\n", ["--item-raters", "5000"], "--item-raters 5000: at most 4999 raters per item"),
+        ("1,2,5\n", ["--item-raters", "-1"], "--item-raters: must be an integer >= 0"),
+        (
+            "".join(f"{u},2,{u / 10}\n" for u in range(1, 30)),
+            ["--item-raters", "5", "--test-fraction", "0"],
+            "take 29 distinct values",
+        ),
     ],
 )
 def test_bad_input_is_a_client_error(
