@@ -77,8 +77,14 @@ def test_benchmark_quick_mode_runs_end_to_end(name: str, reports: tuple[Path, di
     folder, done = reports
     done[name] = run_benchmark(name, folder)
     if name == "movielens":
-        (row, binary) = done[name]["rows"]
-        assert row["metric"] == "test RMSE" and binary["metric"] == "test accuracy"
+        # the ids alone, then the items described by their raters (prepare ratings --item-raters)
+        metrics = [(row["use_case"], row["metric"]) for row in done[name]["rows"]]
+        assert metrics == [
+            ("ML-100k rating regression", "test RMSE"),
+            ("ML-100k binary (rating >= 4)", "test accuracy"),
+            ("ML-100k rating regression, items by their raters", "test RMSE"),
+            ("ML-100k binary (rating >= 4), items by their raters", "test accuracy"),
+        ]
         if done[name]["plots"]:  # matplotlib installed: the movie map
             assert Path(done[name]["plots"][0]).stat().st_size > 0
     if name == "sts_transformer":  # the frozen checkpoint, served over HTTP, embeds as sentence-transformers does

@@ -180,3 +180,65 @@ def test_candidates_channel_in_pipe_mode(tmp_path: Path) -> None:
     writer.join(timeout=10)
     assert code == 0, log
     assert "Channel candidates: 60 candidates (in1)" in log and (base / "model" / "retrieval.index").exists()
+
+
+def test_items_described_by_their_raters_from_prepare_to_top_k(tmp_path: Path) -> None:
+    """`prepare ratings --item-raters`: its training pairs train a model, its candidates.jsonl (every item
+    with its rater tokens) becomes the index, and a user's top-k equals scoring every (user, item) pair
+    with the candidates' in1 through the same server."""
+    rng = np.random.default_rng(0)
+    users, items = rng.normal(size=(31, 2)), rng.normal(size=(21, 2))
+    rows = [
+        f"{u},{i},{int(np.clip(np.rint(3 + users[u] @ items[i]), 1, 5))}\n"
+        for u in range(1, 31)
+        for i in range(1, 21)
+        if rng.random() < 0.6
+    ]
+    (tmp_path / "ratings.csv").write_text("".join(rows))
+    data = tmp_path / "data"
+    prepared = subprocess.run(
+        [sys.executable, "-m", "object2vec", "prepare", "ratings", str(tmp_path / "ratings.csv")]
+        + ["--output-dir", str(data), "--item-raters", "8", "--validation-fraction", "0.1"],
+        env=train_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert prepared.returncode == 0, prepared.stderr
+    report = json.loads(prepared.stdout)
+    assert report["hyperparameters"]["enc1_max_seq_len"] == 9
+    catalogue = [json.loads(line) for line in (data / "candidates.jsonl").read_text().splitlines()]
+    assert len(catalogue) == 20 and all(len(c["in1"]) > 1 for c in catalogue)
+
+    base = tmp_path / "opt" / "ml"
+    channels = {
+        name: [json.loads(line) for line in (data / f"{name}.jsonl").read_text().splitlines()]
+        for name in ("train", "validation", "test")
+    }
+    hyperparameters = {
+        **{key: str(value) for key, value in report["hyperparameters"].items()},
+        "enc1_token_embedding_dim": "8",
+        "mlp_layers": "0",
+        "comparator_list": "hadamard",
+        "epochs": "3",
+    }
+    make_job(base, {**channels, "candidates": catalogue}, hyperparameters)
+    code, log = run_train(base)
+    assert code == 0, log
+    assert "Channel candidates: 20 candidates (in1)" in log and "test mean_squared_error" in log, log
+
+    running = start_server(base, tmp_path / "serve.log")
+    try:
+        query = {"in0": [3]}
+        response = running.post(orjson.dumps({"instances": [query]}), Accept="application/json; top_k=5")
+        assert response.status_code == 200, response.text
+        neighbours = response.json()["predictions"][0]["neighbors"]
+        pairs = [{"in0": query["in0"], "in1": item["in1"]} for item in catalogue]
+        scored = running.post(orjson.dumps({"instances": pairs}))
+        assert scored.status_code == 200, scored.text
+        scores = np.array([p["scores"][0] for p in scored.json()["predictions"]], dtype=np.float32)
+        best = np.argsort(-scores, kind="stable")[:5]
+        assert [n["id"] for n in neighbours] == [catalogue[i]["id"] for i in best]
+        np.testing.assert_allclose([n["score"] for n in neighbours], scores[best], rtol=1e-5, atol=1e-5)
+    finally:
+        stop_server(running)
