@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,17 @@ def test_item_raters_come_from_training_and_never_hold_the_pairs_own_rating(
             assert set(record["in1"][1:]) == expected
     candidates = records(tmp_path / "raters" / "candidates.jsonl")
     assert {c["id"]: set(c["in1"][1:]) for c in candidates} == {c["id"]: raters[c["id"]] for c in candidates}
+
+
+def test_item_raters_say_how_many_tokens_they_add(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("object2vec.prepare.ratings.RATER_TOKENS_WARNING", 10)
+    with caplog.at_level(logging.INFO, logger="object2vec.prepare.ratings"):
+        prepare(capsys, INTER, "--output-dir", tmp_path, "--item-raters", 2)
+    written = sum(len(r["in1"]) - 1 for name in ("train", "test") for r in records(tmp_path / f"{name}.jsonl"))
+    assert f"--item-raters: {written} rater tokens written, {written / 30:.1f} per pair" in caplog.text
+    assert "a smaller --item-raters keeps them in bounds" in caplog.text
 
 
 def test_item_raters_records_are_accepted_by_the_trainer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

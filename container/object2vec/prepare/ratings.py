@@ -4,6 +4,7 @@ Mirrors the MovieLens notebook: one user id in "in0", one item id in "in1", the 
 regression label, or 1/0 by a threshold for classification. Raw integer ids are kept by default
 (vocab size = largest id + 1, as the notebook's enc0_vocab_size=944 for users 1..943); --remap
 gives dense ids 0..n-1 and writes user_vocab.json / item_vocab.json (raw id -> dense id).
+--item-raters N follows each item id with tokens for its raters and their ratings (item_raters.py).
 
 The rows are held in compact arrays (about 32 bytes each: ~800 MB for MovieLens-25M) because a
 split needs all of them; the raw user and item strings are kept once each.
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "whitespace": "whitespace"}
 AUTO_DELIMITERS = ("\t", "::", ",", ";", "|")  # tried in this order on the first line; else whitespace
 SPLITS = ("train", "validation", "test")
+RATER_TOKENS_WARNING = 500_000_000  # --item-raters: 4 GB of token ids in the trainer, ~3 GB of JSON
 
 
 @dataclass
@@ -107,7 +109,7 @@ def add_parser(subparsers: Any) -> None:
         help="describe each item by its id followed by up to N of its training ratings, one token per "
         "(user, rating) (a seeded random N when it has more; a training pair's own user left out): "
         f"in1 = [item, rater tokens...], enc1_vocab_size grows by users x rating levels (0-{MAX_ITEM_RATERS}; "
-        "0: the id alone). On MovieLens-100k better than the ids alone for both tasks, at about 5x the "
+        "0: the id alone). On MovieLens-100k better than the ids alone for both tasks, at about 4x the "
         "training time (README, Preparing data)",
     )
     split = parser.add_argument_group("split")
@@ -178,8 +180,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             limit=args.item_raters,
             rng=rng,
         )
+        _warn_of_rater_tokens(raters, item_of_row)
     users, items = user_of_row.tolist(), item_of_row.tolist()
     counts: dict[str, int] = {}
+    rater_tokens = 0
     for name, rows in splits.items():
         if name != "train" and not len(rows):
             continue
@@ -189,8 +193,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     in1 = [items[row]]
                 else:  # a training pair's own rating must not be in its input
                     in1 = raters.sequence(items[row], users[row] if name == "train" else None)
+                    rater_tokens += len(in1) - 1
                 writer.write(pair([users[row]], in1, labels[row]))
         counts[f"{name}.jsonl"] = writer.count
+    if raters is not None:
+        logger.info("--item-raters: %d rater tokens written, %.1f per pair", rater_tokens, rater_tokens / len(users))
     if args.write_candidates:
         candidates = _item_candidates(ratings.items, item_ids, raters)
         counts["candidates.jsonl"] = write_candidates(args.output_dir, candidates)
@@ -230,6 +237,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["vocab_files"] = {"in0": "user_vocab.json", "in1": "item_vocab.json"}
     report["hyperparameters"] = hyperparameters
     return report
+
+
+def _warn_of_rater_tokens(raters: ItemRaters, item_of_row: np.ndarray) -> None:
+    """Before writing: the files and the trainer's memory grow with the rater tokens the pairs carry."""
+    lengths = np.zeros(int(item_of_row.max()) + 1, dtype=np.int64)
+    for item, tokens in raters.tokens.items():
+        lengths[item] = len(tokens)
+    most = int(lengths[item_of_row].sum())  # a training pair's own user, when a rater, is left out
+    if most > RATER_TOKENS_WARNING:
+        logger.warning(
+            "--item-raters: the pairs will hold up to %d rater tokens, about %.0f GB of JSON and %.0f GB of "
+            "the trainer's memory (8 bytes a token); a smaller --item-raters keeps them in bounds",
+            most,
+            most * 6 / 1e9,
+            most * 8 / 1e9,
+        )
 
 
 def _item_candidates(
