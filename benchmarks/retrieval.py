@@ -482,8 +482,16 @@ POSITIVE_THRESHOLD = 4.0  # held-out ratings >= 4 are the relevant items
 QUICK_RECOMMEND = {"epochs": 2, "enc_dim": 16, "enc0_token_embedding_dim": 16, "enc1_token_embedding_dim": 16}
 
 
-def implicit(records: list[dict], items: np.ndarray, negatives: int, rng: np.random.Generator) -> list[dict]:
-    """Each rating -> a positive, plus `negatives` items the user did not rate (uniform), label 0."""
+def implicit(
+    records: list[dict],
+    items: np.ndarray,
+    negatives: int,
+    rng: np.random.Generator,
+    sequences: dict[int, list[int]] | None = None,
+) -> list[dict]:
+    """Each rating -> a positive, plus `negatives` items the user did not rate (uniform), label 0.
+    sequences: each item's in1 (from candidates.jsonl) for the negatives, when items are more than an id
+    (`--item-raters`); a positive keeps its record's in1, where prepare left the user out of the raters."""
     rated: dict[int, set[int]] = {}
     for record in records:
         rated.setdefault(record["in0"][0], set()).add(record["in1"][0])
@@ -495,7 +503,7 @@ def implicit(records: list[dict], items: np.ndarray, negatives: int, rng: np.ran
         while drawn < negatives:
             item = int(items[rng.integers(0, len(items))])
             if item not in rated[user]:
-                out.append({"in0": [user], "in1": [item], "label": 0})
+                out.append({"in0": [user], "in1": [item] if sequences is None else sequences[item], "label": 0})
                 drawn += 1
     order = rng.permutation(len(out))
     return [out[i] for i in order]
@@ -587,10 +595,11 @@ def rank_svd(train: list[dict], users: list[int], items: np.ndarray, exclude: di
 
 
 def part_c(
-    root: Path, quick: bool, split: str, overrides: dict[str, Any], negatives: int = NEGATIVES
+    root: Path, quick: bool, split: str, overrides: dict[str, Any], negatives: int = NEGATIVES, item_raters: int = 0
 ) -> dict[str, Any]:
     """split: "validation" (choosing settings) or "test" (the reported figures, once); overrides
-    change RECOMMEND_HP (for trying settings on the validation split)."""
+    change RECOMMEND_HP (for trying settings on the validation split); item_raters: `prepare ratings
+    --item-raters` (each item also described by up to that many of its raters; 0: the id alone)."""
     import movielens
 
     files = movielens.recbole_files(missing_ok=quick)  # the full run stops with bench_data's instructions
@@ -599,14 +608,17 @@ def part_c(
     inter = movielens.sliced(files[0], root, 3000) if quick else files[0]
     data = root / "ml100k"
     split_args = ["--test-fraction", "0.2", "--validation-fraction", "0.05", "--seed", "0"]
+    split_args += ["--item-raters", str(item_raters)]
     report = common.prepare("ratings", inter, "--output-dir", data, *split_args, "--overwrite")
     train = common.read_jsonl(data / "train.jsonl")
     validation = common.read_jsonl(data / "validation.jsonl")
     test = common.read_jsonl(data / "test.jsonl")
-    items = np.array(sorted({json.loads(line)["id"] for line in (data / "candidates.jsonl").open()}))
+    candidates = [json.loads(line) for line in (data / "candidates.jsonl").open()]
+    items = np.array(sorted(candidate["id"] for candidate in candidates))
+    sequences = {candidate["id"]: candidate["in1"] for candidate in candidates} if item_raters else None
     rng = np.random.default_rng(0)
-    common.write_jsonl(data / "implicit_train.jsonl", implicit(train, items, negatives, rng))
-    common.write_jsonl(data / "implicit_validation.jsonl", implicit(validation, items, negatives, rng))
+    common.write_jsonl(data / "implicit_train.jsonl", implicit(train, items, negatives, rng, sequences))
+    common.write_jsonl(data / "implicit_validation.jsonl", implicit(validation, items, negatives, rng, sequences))
     hp = {**report["hyperparameters"], **RECOMMEND_HP, **(QUICK_RECOMMEND if quick else {}), **overrides}
     base = common.make_opt_ml(
         root / "recommend",
@@ -630,6 +642,7 @@ def part_c(
     out: dict[str, Any] = {
         "split": split,
         "negatives": negatives,
+        "item_raters": item_raters,
         "overrides": overrides,
         "users": len(users),
         "items": len(items),
@@ -816,7 +829,9 @@ def render(result: dict[str, Any]) -> str:
             "",
             "| ranker | NDCG@10 | recall@10 |",
             "|---|---|---|",
-            f"| Object2Vec top-k (implicit feedback, {c['negatives']} sampled negatives) | {c['ours']['ndcg_at_10']} | "
+            f"| Object2Vec top-k (implicit feedback, {c['negatives']} sampled negatives"
+            f"{', items by up to {} raters'.format(c['item_raters']) if c.get('item_raters') else ''}) | "
+            f"{c['ours']['ndcg_at_10']} | "
             f"{c['ours']['recall_at_10']} |",
             f"| most popular | {c['most_popular']['ndcg_at_10']} | {c['most_popular']['recall_at_10']} |",
         ]
@@ -849,6 +864,9 @@ def main() -> None:
     parser.add_argument("--split", choices=("validation", "test"), default="test", help="(c): held-out split")
     parser.add_argument("--c-set", default="{}", help="(c): JSON object of hyperparameters to try (validation)")
     parser.add_argument("--c-negatives", type=int, default=NEGATIVES, help="(c): sampled negatives per rating")
+    parser.add_argument(
+        "--c-item-raters", type=int, default=0, help="(c): prepare ratings --item-raters (default 0: the id alone)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: small sizes, slices, few epochs")
     parser.add_argument(
         "--a-steps",
@@ -881,7 +899,7 @@ def main() -> None:
         approximate = sizes if args.quick else [size for size in sizes if size > 50_000]
         result["b"] = part_b(root, approximate, 50 if args.quick else RECALL_QUERIES)
     if "c" in parts:
-        result["c"] = part_c(root, args.quick, args.split, json.loads(args.c_set), args.c_negatives)
+        result["c"] = part_c(root, args.quick, args.split, json.loads(args.c_set), args.c_negatives, args.c_item_raters)
     if "d" in parts:
         result["d"] = part_d(root, args.quick)
     result["targets"] = judge(result)
