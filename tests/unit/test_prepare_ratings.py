@@ -156,8 +156,11 @@ def test_per_user_split_without_timestamps_is_seeded(tmp_path: Path, capsys: pyt
     assert (tmp_path / "a" / "test.jsonl").read_text() == (tmp_path / "b" / "test.jsonl").read_text()
 
 
-def test_records_are_accepted_by_the_trainer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    report = prepare(capsys, INTER, "--output-dir", tmp_path / "o", "--task", "classification", "--threshold", 4)
+@pytest.mark.parametrize(
+    "options", [["--task", "classification", "--threshold", 4], ["--item-raters", 2, "--remap"]], ids=["ids", "raters"]
+)
+def test_records_are_accepted_by_the_trainer(tmp_path: Path, capsys: pytest.CaptureFixture, options: list) -> None:
+    report = prepare(capsys, INTER, "--output-dir", tmp_path / "o", *options)
     channel_dir = tmp_path / "channel"
     channel_dir.mkdir()
     shutil.copy(tmp_path / "o" / "train.jsonl", channel_dir)
@@ -207,6 +210,13 @@ def test_item_raters_come_from_training_and_never_hold_the_pairs_own_rating(
     assert {c["id"]: set(c["in1"][1:]) for c in candidates} == {c["id"]: raters[c["id"]] for c in candidates}
 
 
+def test_item_raters_with_dense_ids(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    report = prepare(capsys, INTER, "--output-dir", tmp_path, "--item-raters", 2, "--remap")
+    assert report["hyperparameters"]["enc1_vocab_size"] == 10 + 6 * 5  # 10 items, then 6 users x 5 levels
+    assert report["item_raters"]["token_offset"] == 10
+    assert max(max(c["in1"]) for c in records(tmp_path / "candidates.jsonl")) < 10 + 6 * 5
+
+
 def test_item_raters_say_how_many_tokens_they_add(
     tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,17 +226,6 @@ def test_item_raters_say_how_many_tokens_they_add(
     written = sum(len(r["in1"]) - 1 for name in ("train", "test") for r in records(tmp_path / f"{name}.jsonl"))
     assert f"--item-raters: {written} rater tokens written, {written / 30:.1f} per pair" in caplog.text
     assert "a smaller --item-raters keeps them in bounds" in caplog.text
-
-
-def test_item_raters_records_are_accepted_by_the_trainer(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    report = prepare(capsys, INTER, "--output-dir", tmp_path / "o", "--item-raters", 2, "--remap")
-    channel_dir = tmp_path / "channel"
-    channel_dir.mkdir()
-    shutil.copy(tmp_path / "o" / "train.jsonl", channel_dir)
-    hp = Hyperparameters.from_dict(report["hyperparameters"])
-    dataset = read_channel(Channel("train", channel_dir, "application/jsonlines", "File", "FullyReplicated"), hp)
-    assert len(dataset) == report["outputs"]["train.jsonl"]
-    assert report["hyperparameters"]["enc1_vocab_size"] == 10 + 6 * 5  # dense ids: 10 items, 6 users
 
 
 @pytest.mark.parametrize(
