@@ -8,6 +8,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from object2vec.config import AUX_FOLDER_NAME
 from object2vec.errors import ClientError
@@ -16,54 +17,31 @@ from object2vec.prepare.text import RESERVED_SCHEMES, Tokenizer, Vocab
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T", int, float)
+
 DEFAULT_LENGTH_PERCENTILE = 95.0  # of the training sequences the suggested encX_max_seq_len covers
 
 
-def positive_int(text: str) -> int:
-    value = non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, not {text!r}")
-    return value
+def _checked(convert: Callable[[str], T], accept: Callable[[T], bool], requirement: str) -> Callable[[str], T]:
+    """An argparse type: the text converted, when `accept` takes the value; else "must be <requirement>"."""
+
+    def parse(text: str) -> T:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {requirement}, not {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, not {text!r}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), not {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), not {text!r}")
-    return value
-
-
-def percentile(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 100], not {text!r}") from None
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 100], not {text!r}")
-    return value
+positive_int = _checked(int, lambda value: value >= 1, "an integer >= 1")
+non_negative_int = _checked(int, lambda value: value >= 0, "an integer >= 0")
+positive_float = _checked(float, lambda value: math.isfinite(value) and value > 0, "a positive number")
+fraction = _checked(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
+percentile = _checked(float, lambda value: 0 < value <= 100, "a number in (0, 100]")
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
