@@ -86,7 +86,7 @@ ENCODER_FIELDS = (
     "freeze_layers",
     "pooling",
 )
-POOLINGS = ("mean", "attention")  # encX_pooling (an extension): how pooled_embedding pools its tokens
+POOLINGS = ("mean", "attention", "sqrt_n")  # encX_pooling (an extension): how pooled_embedding pools its tokens
 
 
 @dataclass(frozen=True)

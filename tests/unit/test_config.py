@@ -173,7 +173,7 @@ def test_all_problems_reported_in_one_message() -> None:
         ),
         (
             {"enc0_network": "pooled_embedding", "enc0_pooling": "max"},
-            "enc0_pooling=max is not valid: allowed values are mean, attention",
+            "enc0_pooling=max is not valid: allowed values are mean, attention, sqrt_n",
         ),
         (
             {"in_batch_negatives": "true", "output_layer": "mean_squared_error"},

@@ -27,6 +27,7 @@ VOCAB, DIM, ENC_DIM = 20, 4, 5
 CASES = [
     ("pooled_embedding", 1, 3),
     ("pooled_embedding+attention", 1, 3),  # encX_pooling=attention
+    ("pooled_embedding+sqrt_n", 1, 3),  # encX_pooling=sqrt_n
     ("hcnn", 1, 3),
     ("hcnn", 3, 2),
     ("bilstm", 1, 3),
@@ -72,7 +73,8 @@ def padded_reference(encoder: nn.Module, seqs: list[list[int]]) -> torch.Tensor:
     if isinstance(encoder, ENCODERS["pooled_embedding"]):
         if encoder.pool is not None:  # pooling=attention: the attention pool on the raw vectors
             return encoder.project(padded_attention(encoder.pool, x, mask))
-        pooled = (x * mask[:, :, None]).sum(1) / lengths.clamp(min=1)[:, None]
+        counts = lengths.clamp(min=1)[:, None].to(x.dtype)  # (B, 1)
+        pooled = (x * mask[:, :, None]).sum(1) / (counts.sqrt() if encoder.sqrt_n else counts)
         return encoder.project(pooled)
     x = encoder.norm(x)
     if isinstance(encoder, ENCODERS["hcnn"]):
@@ -257,3 +259,20 @@ def test_attention_pooling_starts_as_the_mean_and_learns_token_weights() -> None
         torch.testing.assert_close(attention(one_token), mean(one_token))  # one token: the row itself
     attention(tokens).sum().backward()
     assert attention.pool.score.weight.grad is not None and attention.pool.score.weight.grad.abs().sum() > 0
+
+
+def test_sqrt_n_pooling_is_the_sum_over_the_square_root_of_the_length() -> None:
+    """pooling=sqrt_n: sum / sqrt(n) (SVD++'s normalisation), so the pooled vector of n random token
+    vectors keeps one vector's scale; one token: the row itself, as with the mean."""
+    mean, sqrt_n = make_encoder("pooled_embedding", 1, 3), make_encoder("pooled_embedding+sqrt_n", 1, 3)
+    sqrt_n.load_state_dict(mean.state_dict())  # same table and projection, no other parameters
+    tokens = Tokens.from_lists(SEQS)
+    lengths = tokens.lengths.clamp(min=1).to(torch.float32)[:, None]  # (B, 1)
+    with torch.no_grad():
+        bias = mean.project.bias
+        torch.testing.assert_close(sqrt_n(tokens) - bias, (mean(tokens) - bias) * lengths.sqrt())
+        one_token = Tokens.from_lists([[3], [9], [6], [1]])
+        torch.testing.assert_close(sqrt_n(one_token), mean(one_token))
+        long = Tokens.from_lists([list(range(VOCAB))])  # the whole table, 20 tokens
+        rows = mean.embedding.weight
+        torch.testing.assert_close(sqrt_n(long) - bias, mean.project(rows.sum(0, keepdim=True) / VOCAB**0.5) - bias)

@@ -69,7 +69,10 @@ class AttentionPool(nn.Module):
 class PooledEmbeddingEncoder(nn.Module):
     """Mean of the token embeddings, projected to enc_dim. With pooling="attention" (an extension)
     a learnt weighted mean instead (`AttentionPool` over the token vectors, starting as the mean):
-    a bag of words that can weight content words over "the" and "."."""
+    a bag of words that can weight content words over "the" and "."; with pooling="sqrt_n" (an
+    extension) their sum / sqrt(length), SVD++'s normalisation of implicit feedback: the sum of n
+    random vectors is about sqrt(n) times as long as one, so long sequences (an item's raters) start
+    at the scale of a single id instead of 1 / sqrt(n) of it, as the mean does."""
 
     layout: ClassVar[str] = "flat"
 
@@ -78,6 +81,7 @@ class PooledEmbeddingEncoder(nn.Module):
         self.embedding = embedding
         self.dropout = nn.Dropout(dropout)
         self.pool = AttentionPool(config.token_embedding_dim) if config.pooling == "attention" else None
+        self.sqrt_n = config.pooling == "sqrt_n"
         self.project = nn.Linear(config.token_embedding_dim, enc_dim)
 
     def forward(self, tokens: Tokens) -> torch.Tensor:
@@ -94,7 +98,10 @@ class PooledEmbeddingEncoder(nn.Module):
         else:
             # embedding_bag on the flat ids fuses lookup and mean, never materialising (B, L, D); an
             # empty bag gives zeros. Its own dense backward measured as fast as a hand-written one.
-            pooled = F.embedding_bag(tokens.ids, weight, tokens.offsets, mode="mean", sparse=sparse)  # (B, D)
+            mode = "sum" if self.sqrt_n else "mean"
+            pooled = F.embedding_bag(tokens.ids, weight, tokens.offsets, mode=mode, sparse=sparse)  # (B, D)
+            if self.sqrt_n:
+                pooled = pooled / tokens.lengths.clamp(min=1).to(pooled.dtype).sqrt()[:, None]  # (B, D)
         return self.project(self.dropout(pooled))  # (B, enc_dim)
 
 
