@@ -181,7 +181,6 @@ def test_item_raters_match_golden(tmp_path: Path, capsys: pytest.CaptureFixture)
     }
     assert report["hyperparameters"]["enc1_vocab_size"] == 11 + 7 * 5
     assert report["hyperparameters"]["enc1_max_seq_len"] == 4
-    assert report["hyperparameters"]["enc1_pooling"] == "sqrt_n"
     for name in ("train.jsonl", "test.jsonl", "candidates.jsonl"):
         expected = (FIXTURES / "expected" / f"ratings_item_raters_{name}").read_text()
         assert (tmp_path / name).read_text() == expected, name

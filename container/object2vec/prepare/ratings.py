@@ -216,11 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "enc1_max_seq_len": 1,
     }
     if raters is not None:
-        # sqrt_n: the sum of an item's tokens / sqrt(their count) keeps a long item at one id's scale (the
-        # mean shrinks it by 1 / sqrt(count): a slower start); on ML-100k better on every seed (notes)
-        hyperparameters.update(
-            enc1_vocab_size=raters.vocab_size, enc1_max_seq_len=raters.max_seq_len, enc1_pooling="sqrt_n"
-        )
+        hyperparameters.update(enc1_vocab_size=raters.vocab_size, enc1_max_seq_len=raters.max_seq_len)
     report: dict[str, Any] = {
         "command": "ratings",
         "output_dir": str(args.output_dir),
