@@ -104,8 +104,9 @@ class EncoderConfig:
     freeze_pretrained_embedding: bool = True  # keep rows from the pretrained file fixed
     pretrained_model: str = ""  # transformer only: checkpoint folder in the auxiliary channel
     freeze_layers: int = 0  # transformer only: embeddings + lowest N layers fixed; FREEZE_ALL: all
-    # pooled_embedding only (an extension): "mean" (the original) or "attention", a learnt weighted
-    # mean (model/encoders.py AttentionPool, the pool hcnn and bilstm use)
+    # pooled_embedding only (an extension): "mean" (the original), "attention", a learnt weighted
+    # mean (model/encoders.py AttentionPool, the pool hcnn and bilstm use), or "sqrt_n", the sum over
+    # sqrt(length) (SVD++'s scale for a set of items)
     pooling: str = "mean"
 
     @property
