@@ -255,11 +255,12 @@ def main() -> None:
                 common.prepare("ratings", inter, "--output-dir", data, *split, *extra, "--overwrite"),
             )
         data, report = outputs["regression"]
-        test_pairs, y = pairs(common.read_jsonl(data / "test.jsonl"))
+        test = common.read_jsonl(data / "test.jsonl")
+        test_pairs, y = pairs(test)
         if variant == "ids":  # the peer reads the item ids: the same rows in every variant
             train = common.read_jsonl(data / "train.jsonl")
             validation = common.read_jsonl(data / "validation.jsonl")
-            svd = None if args.no_peer else run_svd(train + validation, common.read_jsonl(data / "test.jsonl"), root)
+            svd = None if args.no_peer else run_svd(train + validation, test, root)
             peer_note = "" if svd is not None else ("skipped" if args.no_peer else common.NOT_INSTALLED)
         label = "" if variant == "ids" else ", items by their raters"
 
